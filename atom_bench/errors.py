@@ -1,0 +1,38 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad volume, a broken prediction file, an unknown
+sample id) raises a subclass of :class:`AtomBenchError` whose message is one line
+saying what is wrong and how to fix it. The command line prints that line and exits
+with code 2; library users catch the exception.
+"""
+
+from __future__ import annotations
+
+
+class AtomBenchError(ValueError):
+    """Base class for errors caused by user input; the message is one actionable line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class VolumeError(AtomBenchError):
+    """A volume file cannot be used (unreadable, not 3D, NaN, constant, too small)."""
+
+
+class DataError(AtomBenchError):
+    """A built benchmark is missing, incomplete or fails its checksums."""
+
+
+class PredictionError(AtomBenchError):
+    """A prediction file breaks the prediction contract."""
+
+
+class ModelError(AtomBenchError):
+    """A model name, factory or weights file cannot be resolved."""
+
+
+class HubError(AtomBenchError):
+    """The Hugging Face Hub (or a local stand-in) cannot serve a request."""
