@@ -1,0 +1,463 @@
+"""Build a benchmark (tracks x splits of parquet shards) from a folder or CSV of volumes.
+
+Volumes are processed in worker processes and their rows appended to the shards as each volume
+finishes, in input order, so memory stays flat and the output does not depend on the number of
+workers. Everything is written into a temporary directory that replaces ``out`` only when the
+build succeeded. Building twice with the same inputs gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets.arrow_writer import ParquetWriter
+
+from atom_bench import __version__
+from atom_bench._io import atomic_directory, sha256_file, write_json_atomic, write_text_atomic
+from atom_bench.card import dataset_card
+from atom_bench.degrade import DEGRADATION_COLUMNS
+from atom_bench.errors import DataError
+from atom_bench.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
+from atom_bench.volumes import Volume, prepare_volume
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz")
+GROUPS = ("train", "validation", "unseen")
+# Columns that give away the answer; withheld from public test splits when labels are hidden.
+LABEL_COLUMNS = (
+    "high_label", "low_label", "paper_high", "paper_low",
+    "center_vox", "center_mm", "normal", "normal_mm", "u", "v",
+)  # fmt: skip
+TEST_SPLITS = ("test_seen", "test_unseen")
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """One input scan and its metadata (a row of the volumes CSV)."""
+
+    path: str
+    volume_id: str
+    subject: str
+    modality: str
+    group: str
+    source: str = ""
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Samples drawn per volume for each split."""
+
+    train: int = 256
+    validation: int = 64
+    test_seen: int = 64
+    test_unseen: int = 128
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Parameters of a build; recorded verbatim in the manifest."""
+
+    name: str = "atom-bench"
+    tracks: tuple[str, ...] = TRACK_NAMES
+    size: int | None = None  # cube side for easy/hard/histology (paper keeps 20 unless named alone)
+    slice_size: int | None = None
+    seed: int = 2406
+    counts: SplitCounts = field(default_factory=SplitCounts)
+    shard_rows: int = 50_000
+    withhold_test_labels: bool = False
+
+    def specs(self) -> dict[str, TrackSpec]:
+        specs = {}
+        for name in self.tracks:
+            override = name != "paper" or self.tracks == ("paper",)
+            specs[name] = get_track(name, self.size if override else None, self.slice_size if override else None)
+        return specs
+
+
+def volume_table_name(spec: TrackSpec) -> str:
+    """Name of the volumes split holding the cubes a track samples from, e.g. ``s64_linear``."""
+    return f"s{spec.size}_{'cubic' if spec.volume_order == 3 else 'linear'}"
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def read_volume_sources(spec: str | os.PathLike[str], seed: int = 2406) -> list[VolumeSource]:
+    """Volume sources from a directory of scans or a CSV (``path, subject, modality, group``).
+
+    In a directory every file is its own subject of unknown modality. Missing groups are assigned
+    per subject from ``seed``: about a quarter of the subjects are ``unseen`` and an eighth
+    ``validation`` (at least one train subject, and one unseen subject when there are three or more).
+    """
+    spec = Path(spec)
+    if spec.is_dir():
+        files = sorted(p for p in spec.rglob("*") if p.name.lower().endswith(VOLUME_SUFFIXES))
+        rows = [{"path": str(p), "subject": _volume_id(p), "modality": "unknown"} for p in files]
+    elif spec.is_file() and spec.suffix.lower() == ".csv":
+        rows = _read_csv(spec)
+    else:
+        raise DataError(f"--volumes {spec} is neither a directory of scans nor a .csv file")
+    if not rows:
+        raise DataError(f"no volumes found in {spec}; expected files ending in {', '.join(VOLUME_SUFFIXES)}")
+    groups = _assign_groups(sorted({r["subject"] for r in rows if not r.get("group")}), seed)
+    sources = [
+        VolumeSource(
+            path=r["path"],
+            volume_id=r.get("volume_id") or _volume_id(Path(r["path"])),
+            subject=r["subject"],
+            modality=r.get("modality") or "unknown",
+            group=r.get("group") or groups[r["subject"]],
+            source=r.get("source") or Path(r["path"]).name,
+            licence=r.get("licence", ""),
+        )
+        for r in rows
+    ]
+    _check_sources(sources, spec)
+    return sources
+
+
+def _volume_id(path: Path) -> str:
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "subject", "modality"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path} lacks column(s) {', '.join(sorted(missing))}; required: path, subject, modality (group optional)")
+        rows = [dict(row) for row in reader]
+    for row in rows:
+        if not Path(row["path"]).is_absolute():
+            row["path"] = str((path.parent / row["path"]).resolve())
+    return rows
+
+
+def _assign_groups(subjects: list[str], seed: int) -> dict[str, str]:
+    ranked = sorted(subjects, key=lambda s: _stable_int(f"{seed}:{s}"))
+    n = len(ranked)
+    n_unseen = max(1, round(n / 4)) if n >= 3 else 0
+    n_validation = round(n / 8) if n >= 8 else 0
+    groups = {s: "unseen" for s in ranked[:n_unseen]}
+    groups |= {s: "validation" for s in ranked[n_unseen : n_unseen + n_validation]}
+    return groups | {s: "train" for s in ranked[n_unseen + n_validation :]}
+
+
+def _check_sources(sources: list[VolumeSource], where: Path) -> None:
+    seen: dict[str, str] = {}
+    subject_group: dict[str, str] = {}
+    for s in sources:
+        if s.group not in GROUPS:
+            raise DataError(f"{where}: volume {s.volume_id!r} has group {s.group!r}; use one of {', '.join(GROUPS)}")
+        if s.volume_id in seen:
+            raise DataError(f"{where}: volume id {s.volume_id!r} appears twice; volume ids must be unique")
+        seen[s.volume_id] = s.path
+        if subject_group.setdefault(s.subject, s.group) != s.group:
+            raise DataError(f"{where}: subject {s.subject!r} is in two groups; a subject's volumes must share one group")
+    if "train" not in subject_group.values():
+        raise DataError(f"{where}: no volume is in group 'train'; at least one training subject is needed")
+
+
+def _splits_of(group: str, validation_from_train: bool) -> tuple[str, ...]:
+    if group == "train":
+        return ("train", "validation", "test_seen") if validation_from_train else ("train", "test_seen")
+    return ("validation",) if group == "validation" else ("test_unseen",)
+
+
+def _pose_key(centers: np.ndarray, u: np.ndarray, v: np.ndarray) -> list[bytes]:
+    return [np.round(np.concatenate(row), 6).tobytes() for row in zip(centers, u, v, strict=True)]
+
+
+def render_volume(
+    source: VolumeSource, config: BuildConfig, validation_from_train: bool
+) -> tuple[dict[str, Volume], dict[tuple[str, str], dict[str, list]]]:
+    """Prepare one volume at every cube size the tracks need and render all its samples."""
+    specs = config.specs()
+    cubes: dict[str, Volume] = {}
+    for spec in specs.values():
+        table = volume_table_name(spec)
+        if table not in cubes:
+            cubes[table] = prepare_volume(source.path, spec.size, order=spec.volume_order, volume_id=source.volume_id)
+    rows: dict[tuple[str, str], dict[str, list]] = {}
+    for track, spec in specs.items():
+        volume = cubes[volume_table_name(spec)]
+        train_keys: set[bytes] = set()
+        for split in _splits_of(source.group, validation_from_train):
+            count = getattr(config.counts, split)
+            rng = np.random.default_rng([config.seed, TRACK_NAMES.index(track), SPLITS.index(split), _stable_int(source.volume_id)])
+            oversample = 2 if split != "train" and spec.poses == "paper" else 1
+            poses = sample_poses(spec, volume, count * oversample, rng)
+            if oversample > 1:  # integer paper poses can repeat: keep held-out poses new
+                fresh = [i for i, k in enumerate(_pose_key(poses.centers, poses.u, poses.v)) if k not in train_keys]
+                poses = poses.take(np.array(fresh[:count], dtype=np.int64))
+            if split == "train":
+                train_keys = set(_pose_key(poses.centers, poses.u, poses.v))
+            seeds = rng.integers(0, 2**31 - 1, size=len(poses))
+            columns = render_samples(spec, volume, poses, seeds)
+            n = len(poses)
+            rows[(track, split)] = {
+                "sample_id": [f"{track}-{split}-{source.volume_id}-{i:05d}" for i in range(n)],
+                "volume_id": [source.volume_id] * n,
+                "subject": [source.subject] * n,
+                "modality": [source.modality] * n,
+                "source": [source.source] * n,
+                **columns,
+            }
+    return cubes, rows
+
+
+def sample_features(spec: TrackSpec, with_labels: bool = True) -> datasets.Features:
+    """``datasets`` features of a track's sample rows (PROTOCOL section 4)."""
+    vec3 = datasets.Sequence(datasets.Value("float64"), length=3)
+    features = {
+        "sample_id": datasets.Value("string"),
+        "volume_id": datasets.Value("string"),
+        "subject": datasets.Value("string"),
+        "modality": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "view": datasets.Value("string"),
+        "slice": datasets.Array2D(spec.slice_shape, "float32"),
+        "center_vox": vec3,
+        "center_mm": vec3,
+        "normal": vec3,
+        "normal_mm": vec3,
+        "u": vec3,
+        "v": vec3,
+        "pixel_spacing": datasets.Value("float64"),
+        "high_label": datasets.Value("int64"),
+        "low_label": datasets.Value("int64"),
+        "paper_high": datasets.Sequence(datasets.Value("int64")),
+        "paper_low": datasets.Sequence(datasets.Value("int64")),
+        "tissue_fraction": datasets.Value("float64"),
+        "seed": datasets.Value("int64"),
+        **{name: datasets.Value("float64") for name in DEGRADATION_COLUMNS},
+    }
+    if not with_labels:
+        features = {k: v for k, v in features.items() if k not in LABEL_COLUMNS}
+    return datasets.Features(features)
+
+
+def label_features(spec: TrackSpec) -> datasets.Features:
+    """Features of a withheld labels file: ids, label columns and breakdown columns."""
+    full = sample_features(spec)
+    keep = ("sample_id", "volume_id", "modality", "view", *LABEL_COLUMNS, *DEGRADATION_COLUMNS)
+    return datasets.Features({k: full[k] for k in keep})
+
+
+def volume_features(size: int) -> datasets.Features:
+    return datasets.Features(
+        {
+            "volume_id": datasets.Value("string"),
+            "subject": datasets.Value("string"),
+            "modality": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "licence": datasets.Value("string"),
+            "group": datasets.Value("string"),
+            "size": datasets.Value("int64"),
+            "affine": datasets.Sequence(datasets.Value("float64"), length=16),
+            "spacing_mm": datasets.Value("float64"),
+            "voxels": datasets.Array3D((size, size, size), "uint16"),
+            "mask": datasets.Array3D((size, size, size), "uint8"),
+        }
+    )
+
+
+class _ShardWriter:
+    """Appends batches to ``<dir>/<stem>-NNNNN.parquet``, starting a new shard every ``shard_rows``."""
+
+    def __init__(self, directory: Path, stem: str, features: datasets.Features, shard_rows: int) -> None:
+        self.directory, self.stem, self.features, self.shard_rows = directory, stem, features, shard_rows
+        self.paths: list[Path] = []
+        self.rows = 0
+        self._writer: ParquetWriter | None = None
+        self._in_shard = 0
+
+    def write(self, batch: dict[str, list]) -> None:
+        n = len(next(iter(batch.values())))
+        start = 0
+        while start < n:
+            if self._writer is None or self._in_shard >= self.shard_rows:
+                self._open_next()
+            take = min(n - start, self.shard_rows - self._in_shard)
+            self._writer.write_batch({k: v[start : start + take] for k, v in batch.items() if k in self.features})
+            self._in_shard += take
+            self.rows += take
+            start += take
+
+    def _open_next(self) -> None:
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{self.stem}-{len(self.paths):05d}.parquet"
+        self.paths.append(path)
+        self._writer = ParquetWriter(path=str(path), features=self.features)
+        self._in_shard = 0
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.finalize()
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> list[Path]:
+        """Close and rename shards to the Hub's ``-NNNNN-of-MMMMM`` pattern; returns final paths."""
+        self.close()
+        total = len(self.paths)
+        final = []
+        for index, path in enumerate(self.paths):
+            target = path.with_name(f"{self.stem}-{index:05d}-of-{total:05d}.parquet")
+            path.rename(target)
+            final.append(target)
+        return final
+
+
+def _volume_row(source: VolumeSource, volume: Volume) -> dict[str, list]:
+    return {
+        "volume_id": [source.volume_id],
+        "subject": [source.subject],
+        "modality": [source.modality],
+        "source": [source.source],
+        "licence": [source.licence],
+        "group": [source.group],
+        "size": [volume.size],
+        "affine": [volume.affine.reshape(-1).tolist()],
+        "spacing_mm": [volume.spacing_mm],
+        "voxels": [np.rint(volume.data * 65535).astype(np.uint16)],
+        "mask": [volume.mask.astype(np.uint8)],
+    }
+
+
+def _render_job(args: tuple[VolumeSource, BuildConfig, bool]):
+    return render_volume(*args)
+
+
+def build_benchmark(
+    volumes: str | os.PathLike[str] | list[VolumeSource],
+    out: str | os.PathLike[str],
+    config: BuildConfig = BuildConfig(),
+    workers: int = 1,
+    labels_out: str | os.PathLike[str] | None = None,
+    on_volume: Callable[[VolumeSource], None] | None = None,
+) -> dict:
+    """Build a benchmark into ``out`` and return its manifest.
+
+    Args:
+        volumes: a directory of scans, a volumes CSV, or a list of :class:`VolumeSource`.
+        out: target directory; replaced atomically when the build succeeds.
+        config: tracks, sizes, seed and per-volume sample counts.
+        workers: number of processes preparing volumes in parallel.
+        labels_out: where withheld test labels go when ``config.withhold_test_labels``
+            (default ``<out>-labels``).
+        on_volume: called after each volume has been written (progress reporting).
+    """
+    sources = volumes if isinstance(volumes, list) else read_volume_sources(volumes, config.seed)
+    specs = config.specs()
+    validation_from_train = not any(s.group == "validation" for s in sources)
+    out = Path(out)
+    labels_dir = Path(labels_out) if labels_out else out.with_name(out.name + "-labels")
+    with atomic_directory(out) as tmp:
+        writers = _open_writers(tmp, specs, config)
+        label_writers = _open_label_writers(tmp / ".labels", specs, config) if config.withhold_test_labels else {}
+        for source, (cubes, rows) in zip(sources, _map_volumes(sources, config, validation_from_train, workers), strict=True):
+            for table, volume in cubes.items():
+                writers[("volumes", table)].write(_volume_row(source, volume))
+            for key, batch in rows.items():
+                writers[key].write(batch)
+                if key in label_writers:
+                    label_writers[key].write(batch)
+            if on_volume is not None:
+                on_volume(source)
+        files = {key: writer.finish() for key, writer in writers.items()}
+        label_files = {key: writer.finish() for key, writer in label_writers.items()}
+        manifest = _manifest(tmp, config, specs, sources, writers, files, validation_from_train)
+        write_text_atomic(tmp / "README.md", dataset_card(manifest))
+        manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and ".labels" not in p.parts}
+        write_json_atomic(tmp / "manifest.json", manifest)
+        if label_files:
+            _move_labels(tmp / ".labels", labels_dir, manifest)
+    return manifest
+
+
+def _map_volumes(sources, config, validation_from_train, workers) -> Iterator:
+    jobs = [(s, config, validation_from_train) for s in sources]
+    if workers <= 1:
+        yield from map(_render_job, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_render_job, jobs, chunksize=1)
+
+
+def _open_writers(root: Path, specs: dict[str, TrackSpec], config: BuildConfig) -> dict[tuple[str, str], _ShardWriter]:
+    writers: dict[tuple[str, str], _ShardWriter] = {}
+    for track, spec in specs.items():
+        table = volume_table_name(spec)
+        writers.setdefault(("volumes", table), _ShardWriter(root / "volumes", table, volume_features(spec.size), 64))
+        for split in SPLITS:
+            public = sample_features(spec, with_labels=not (config.withhold_test_labels and split in TEST_SPLITS))
+            writers[(track, split)] = _ShardWriter(root / track, split, public, config.shard_rows)
+    return writers
+
+
+def _open_label_writers(root: Path, specs: dict[str, TrackSpec], config: BuildConfig) -> dict[tuple[str, str], _ShardWriter]:
+    return {
+        (track, split): _ShardWriter(root / track, split, label_features(spec), config.shard_rows)
+        for track, spec in specs.items()
+        for split in TEST_SPLITS
+    }
+
+
+def _move_labels(staged: Path, target: Path, manifest: dict) -> None:
+    with atomic_directory(target) as tmp:
+        for path in sorted(staged.rglob("*.parquet")):
+            dest = tmp / path.relative_to(staged)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(dest)
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*.parquet"))}
+        write_json_atomic(tmp / "labels-manifest.json", {"dataset": manifest["name"], "version": manifest["version"], "files": files})
+    for path in sorted(staged.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    staged.rmdir()
+
+
+def _manifest(root, config, specs, sources, writers, files, validation_from_train) -> dict:
+    tracks = {}
+    for track, spec in specs.items():
+        splits = {}
+        for split in SPLITS:
+            writer = writers[(track, split)]
+            volume_ids = sorted({s.volume_id for s in sources if split in _splits_of(s.group, validation_from_train)})
+            splits[split] = {
+                "num_samples": writer.rows,
+                "volumes": volume_ids if writer.rows else [],
+                "files": [p.relative_to(root).as_posix() for p in files[(track, split)]],
+            }
+        tracks[track] = {**spec.describe(), "volume_table": volume_table_name(spec), "splits": splits}
+    return {
+        "name": config.name,
+        "version": "1.0",
+        "protocol": 1,
+        "toolkit_version": __version__,
+        "build": {**asdict(config), "tracks": list(config.tracks), "validation_from_train": validation_from_train},
+        "labels_withheld": config.withhold_test_labels,
+        "volumes": [
+            {**asdict(s), "path": Path(s.path).name, "sha256": sha256_file(s.path)} for s in sources
+        ],
+        "volume_tables": {
+            name: [p.relative_to(root).as_posix() for p in paths]
+            for (kind, name), paths in files.items()
+            if kind == "volumes"
+        },
+        "tracks": tracks,
+    }

@@ -1,0 +1,189 @@
+"""The ``atom-bench`` command line: a thin typer layer over the Python API.
+
+Every command calls one API function and renders its result with rich. User mistakes raise
+:class:`~atom_bench.errors.AtomBenchError`; :func:`main` prints its one-line message and exits
+with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from atom_bench import __version__
+from atom_bench.errors import AtomBenchError
+
+app = typer.Typer(
+    help="ATOM-Bench: locate 2D slices in 3D medical volumes. Build, download and score benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+RootOpt = Annotated[
+    Optional[Path],
+    typer.Option("--root", help="Benchmark directory (default: $ATOM_BENCH_DATA, else the embedded atom-mini)."),
+]
+PRESETS = {
+    "standard": {},
+    "atom-mini": {"train": 160, "validation": 48, "test_seen": 48, "test_unseen": 96},
+}
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    )  # fmt: skip
+
+
+@app.command()
+def build(
+    volumes: Annotated[Path, typer.Option("--volumes", help="Folder of NIfTI/MGH files, or a CSV with path, subject, modality, group.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (replaced atomically on success).")],
+    preset: Annotated[str, typer.Option(help=f"Samples per volume: {', '.join(PRESETS)}.")] = "standard",
+    track: Annotated[Optional[list[str]], typer.Option("--track", help="Track(s) to build (repeatable; default all).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Cube side S for easy/hard/histology (16..256).")] = None,
+    slice_size: Annotated[Optional[int], typer.Option(help="Square slice side in pixels.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 2406,
+    workers: Annotated[int, typer.Option(help="Volumes prepared in parallel.")] = 1,
+    name: Annotated[Optional[str], typer.Option(help="Benchmark name (default: the --out folder name).")] = None,
+    withhold_test_labels: Annotated[bool, typer.Option(help="Keep test labels out of --out (written to --labels-out).")] = False,
+    labels_out: Annotated[Optional[Path], typer.Option(help="Where withheld labels go (default <out>-labels).")] = None,
+) -> None:
+    """Build a benchmark (all tracks and splits) from real volumes."""
+    from atom_bench.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
+    from atom_bench.tracks import TRACK_NAMES
+
+    if preset not in PRESETS:
+        raise AtomBenchError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    tracks = tuple(track) if track else TRACK_NAMES
+    config = BuildConfig(
+        name=name or out.name, tracks=tracks, size=size, slice_size=slice_size, seed=seed,
+        counts=SplitCounts(**PRESETS[preset]), withhold_test_labels=withhold_test_labels,
+    )  # fmt: skip
+    config.specs()  # validates tracks and sizes before any work
+    sources = read_volume_sources(volumes, seed)
+    with _progress() as progress:
+        task = progress.add_task("building", total=len(sources))
+        manifest = build_benchmark(
+            sources, out, config, workers=workers, labels_out=labels_out,
+            on_volume=lambda s: progress.update(task, advance=1, description=f"built {s.volume_id}"),
+        )  # fmt: skip
+    total = sum(s["num_samples"] for t in manifest["tracks"].values() for s in t["splits"].values())
+    console.print(f"[green]built[/] {out}: {len(sources)} volumes, {total} samples, {len(manifest['files'])} files")
+
+
+@app.command()
+def info(
+    root: Annotated[Optional[Path], typer.Argument(help="Benchmark directory (default: the embedded atom-mini).")] = None,
+    verify: Annotated[bool, typer.Option(help="Check every file against the manifest's sha256.")] = True,
+) -> None:
+    """Tracks, splits, sample and volume counts, and checksums of a benchmark."""
+    from atom_bench.dataset import dataset_hash, load_manifest, resolve_root, verify_checksums
+    from atom_bench.tracks import SPLITS
+
+    base = resolve_root(root)
+    manifest = load_manifest(base)
+    checked = verify_checksums(base) if verify else 0
+    console.print(
+        f"[bold]{manifest['name']}[/] version {manifest['version']} at {base}\n"
+        f"built by atom-bench {manifest['toolkit_version']}, seed {manifest['build']['seed']}, "
+        f"manifest sha256 {dataset_hash(base)[:16]}"
+        + (f", {checked} files verified" if verify else "")
+    )
+    table = Table(title="samples (volumes)")
+    table.add_column("track")
+    table.add_column("cube")
+    table.add_column("slice")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    for track, t in manifest["tracks"].items():
+        cells = [f"{t['splits'][s]['num_samples']} ({len(t['splits'][s]['volumes'])})" for s in SPLITS]
+        table.add_row(track, f"{t['size']}^3", "x".join(map(str, t["slice_shape"])), *cells)
+    console.print(table)
+    volumes = Table(title="volumes")
+    for column in ("volume_id", "subject", "modality", "group", "source"):
+        volumes.add_column(column)
+    for v in manifest["volumes"]:
+        volumes.add_row(v["volume_id"], v["subject"], v["modality"], v["group"], v["source"])
+    console.print(volumes)
+
+
+@app.command()
+def download(
+    repo: Annotated[Optional[str], typer.Option(help="Hub dataset repository id.")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="Tag, branch or commit sha to pin.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Local directory (default: the Hugging Face cache).")] = None,
+) -> None:
+    """Download a benchmark from the Hugging Face Hub and verify its checksums."""
+    from atom_bench import hub
+
+    path = hub.download(repo or hub.DEFAULT_REPO, revision or hub.DEFAULT_REVISION, out)
+    console.print(f"[green]downloaded[/] {repo or hub.DEFAULT_REPO}@{revision or hub.DEFAULT_REVISION} to {path} (checksums verified)")
+
+
+@app.command()
+def publish(
+    path: Annotated[Path, typer.Argument(help="A built benchmark directory.")],
+    repo: Annotated[str, typer.Option(help="Hub dataset repository id, e.g. my-org/atom-custom.")],
+    tag: Annotated[Optional[str], typer.Option(help="Tag the upload (e.g. v1.0).")] = None,
+    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+) -> None:
+    """Upload a built benchmark with its dataset card to the Hugging Face Hub."""
+    from atom_bench import hub
+
+    url = hub.publish(path, repo, revision_tag=tag, private=private)
+    console.print(f"[green]published[/] {path} to {url}")
+
+
+@app.command()
+def show(
+    sample_id: Annotated[str, typer.Argument(help="A sample id, e.g. easy-train-colin27_t1-00000.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    root: RootOpt = None,
+) -> None:
+    """Draw a sample's slice next to three orthogonal cuts of its volume, plane drawn in."""
+    from atom_bench.viz import render_sample
+
+    console.print(f"[green]wrote[/] {render_sample(sample_id, out, root)}")
+
+
+@app.command()
+def version() -> None:
+    """Print the toolkit version."""
+    console.print(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except AtomBenchError as error:
+        err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return error.exit_code
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except OSError as error:
+        err_console.print(f"[red]error:[/] {error.strerror or error}: {error.filename or ''}", highlight=False, soft_wrap=True)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

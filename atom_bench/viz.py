@@ -1,0 +1,88 @@
+"""Pictures of samples: the slice beside three orthogonal cuts of its volume with the plane drawn in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from atom_bench._io import atomic_path
+from atom_bench.dataset import load_split, load_volume
+from atom_bench.errors import DataError
+from atom_bench.tracks import SPLITS, TRACK_NAMES
+
+# (fixed array axis, horizontal axis, vertical axis) of each orthogonal cut
+_CUTS = (("axial", 2, 0, 1), ("coronal", 1, 0, 2), ("sagittal", 0, 1, 2))
+
+
+def parse_sample_id(sample_id: str) -> tuple[str, str]:
+    """``(track, split)`` encoded in a sample id ``<track>-<split>-<volume_id>-<n>``."""
+    parts = sample_id.split("-")
+    if len(parts) < 4 or parts[0] not in TRACK_NAMES or parts[1] not in SPLITS:
+        raise DataError(f"{sample_id!r} is not a sample id; expected <track>-<split>-<volume_id>-<n>, e.g. easy-train-colin27_t1-00000")
+    return parts[0], parts[1]
+
+
+def plane_trace(center: np.ndarray, u: np.ndarray, v: np.ndarray, half: tuple[float, float], axis: int) -> np.ndarray:
+    """Points ``(N, 3)`` of the slice rectangle lying in the plane ``x[axis] == center[axis]``.
+
+    When the slice is parallel to that plane the whole outline is returned instead.
+    """
+    half_v, half_u = half
+    direction = u[axis] * v - v[axis] * u
+    if np.linalg.norm(direction) < 1e-9:
+        corners = [(-1, -1), (-1, 1), (1, 1), (1, -1), (-1, -1)]
+        return np.array([center + a * half_v * v + b * half_u * u for a, b in corners])
+    direction = direction / np.linalg.norm(direction)
+    reach = np.hypot(half_v, half_u)
+    points = center + np.linspace(-reach, reach, 201)[:, None] * direction
+    rel = points - center
+    inside = (np.abs(rel @ v) <= half_v + 1e-9) & (np.abs(rel @ u) <= half_u + 1e-9)
+    return points[inside]
+
+
+def render_sample(sample_id: str, out: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
+    """Write a PNG of a sample: its slice and three cuts of its volume through the slice centre."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    track, split = parse_sample_id(sample_id)
+    data = load_split(track, split, root)
+    ids = data["sample_id"]
+    if sample_id not in ids:
+        raise DataError(f"sample {sample_id!r} is not in {track}/{split}; list ids with load_split({track!r}, {split!r})['sample_id']")
+    row = data.with_format("numpy")[ids.index(sample_id)]
+    if "center_vox" not in row:
+        raise DataError(f"the labels of {track}/{split} are withheld, so the pose of {sample_id!r} cannot be drawn")
+    volume = load_volume(str(row["volume_id"]), track, root)
+    center, u, v = (np.asarray(row[k], dtype=float) for k in ("center_vox", "u", "v"))
+    h, w = np.asarray(row["slice"]).shape
+    half = ((h - 1) / 2 * float(row["pixel_spacing"]), (w - 1) / 2 * float(row["pixel_spacing"]))
+    fixed = np.clip(np.rint(center).astype(int), 0, volume.size - 1)
+
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), constrained_layout=True)
+    axes[0].imshow(np.asarray(row["slice"]), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"slice {h}x{w} ({row['view']})")
+    for ax, (name, axis, x_axis, y_axis) in zip(axes[1:], _CUTS, strict=True):
+        cut = np.take(volume.data, fixed[axis], axis=axis)
+        ax.imshow(cut.T, cmap="gray", origin="lower", vmin=0, vmax=1)
+        trace = plane_trace(center, u, v, half, axis)
+        ax.plot(trace[:, x_axis], trace[:, y_axis], color="tab:orange", lw=2)
+        ax.plot(center[x_axis], center[y_axis], "+", color="tab:red", ms=10)
+        ax.set_title(f"{name} cut at {'ijk'[axis]}={fixed[axis]}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"{sample_id}  volume {row['volume_id']} ({row['modality']})  high {row['high_label']}  low {row['low_label']}  "
+        "centre (" + ", ".join(f"{x:.1f}" for x in np.asarray(row["center_mm"])) + ") mm",
+        fontsize=9,
+    )
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out
