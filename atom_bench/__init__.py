@@ -1,11 +1,18 @@
 """ATOM-Bench: locate a 2D slice inside a 3D medical volume.
 
-The public API is re-exported here; see ``docs/PROTOCOL.md`` for the task contract.
+The public API is re-exported here (imported lazily, so ``import atom_bench`` stays cheap);
+``docs/PROTOCOL.md`` is the task contract.
+
+    >>> import atom_bench
+    >>> train = atom_bench.load_split("easy", "train")          # a datasets.Dataset
+    >>> volume = atom_bench.load_volume(train[0]["volume_id"])  # cube, mask, affine
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("atom-bench")
@@ -14,4 +21,25 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 from atom_bench.errors import AtomBenchError
 
-__all__ = ["AtomBenchError", "__version__"]
+_EXPORTS = {
+    "load_split": "atom_bench.dataset",
+    "load_volume": "atom_bench.dataset",
+    "load_volumes": "atom_bench.dataset",
+    "load_manifest": "atom_bench.dataset",
+    "verify_checksums": "atom_bench.dataset",
+    "AtomSliceDataset": "atom_bench.dataset",
+    "stream_samples": "atom_bench.dataset",
+    "build_benchmark": "atom_bench.build",
+    "BuildConfig": "atom_bench.build",
+    "prepare_volume": "atom_bench.volumes",
+    "get_track": "atom_bench.tracks",
+    "dummy_prediction": "atom_bench.predictions",
+}
+
+__all__ = ["AtomBenchError", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'atom_bench' has no attribute {name!r}")
