@@ -2,7 +2,7 @@
 
 The YAML front matter maps every track to its parquet shards, so that the Hugging Face Hub
 viewer and ``datasets.load_dataset(path_or_repo, track, split=...)`` find the splits without a
-loading script; the ``volumes`` config holds the cubes, one split per cube size.
+loading script; ``volumes_<table>`` configs hold the cubes, one config per cube size.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def _configs(manifest: dict) -> list[dict]:
             if split_info["files"]
         ]
         configs.append({"config_name": track, "data_files": data_files})
-    volumes = [{"split": name, "path": f"volumes/{name}-*.parquet"} for name in manifest["volume_tables"]]
-    configs.append({"config_name": "volumes", "data_files": volumes})
+    for name in manifest["volume_tables"]:  # one config per cube size: a config has one schema
+        configs.append({"config_name": f"volumes_{name}", "data_files": [{"split": "volumes", "path": f"volumes/{name}-*.parquet"}]})
     return configs
 
 
@@ -42,7 +42,7 @@ def dataset_card(manifest: dict) -> str:
         f"# ATOM-Bench: {manifest['name']} (version {manifest['version']})",
         "",
         "Locate a 2D slice inside the 3D volume it was cut from. Each sample holds the slice, the id of",
-        "its volume (stored once in the `volumes` config), the pose it was cut at and its block labels:",
+        "its volume (stored once, in the `volumes_*` configs), the pose it was cut at and its block labels:",
         "`high_label` (one of 27 coarse blocks) and `low_label` (one of 729 fine blocks). The protocol,",
         "with the exact geometry and metrics, is `docs/PROTOCOL.md` of the atom-bench toolkit.",
         "",

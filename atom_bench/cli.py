@@ -35,7 +35,7 @@ RootOpt = Annotated[
 ]
 PRESETS = {
     "standard": {},
-    "atom-mini": {"train": 160, "validation": 48, "test_seen": 48, "test_unseen": 96},
+    "atom-mini": {"train": 256, "validation": 128, "test_seen": 64, "test_unseen": 128},
 }
 
 
