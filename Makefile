@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench atom-mini clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# Regenerate the embedded default from the committed source volumes (bytes must not change).
+atom-mini: setup
+	$(BIN)/atom-bench build --volumes atom_bench/data/sources/sources.csv --out atom_bench/data/atom-mini \
+		--preset atom-mini --name atom-mini --workers 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
