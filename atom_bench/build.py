@@ -49,6 +49,7 @@ class VolumeSource:
     group: str
     source: str = ""
     licence: str = ""
+    frame: int | None = None  # the volume of a 4D series to use
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,12 @@ def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
-def read_volume_sources(spec: str | os.PathLike[str], seed: int = 2406) -> list[VolumeSource]:
+def read_volume_sources(
+    spec: str | os.PathLike[str], seed: int = 2406, frame: int | None = None
+) -> list[VolumeSource]:
     """Volume sources from a directory of scans or a CSV (``path, subject, modality, group``).
+
+    ``frame`` picks the volume of every 4D series (a CSV ``frame`` column overrides it per row).
 
     In a directory every file is its own subject of unknown modality. Missing groups are assigned
     per subject from ``seed``: about a quarter of the subjects are ``unseen`` and an eighth
@@ -118,6 +123,7 @@ def read_volume_sources(spec: str | os.PathLike[str], seed: int = 2406) -> list[
             group=r.get("group") or groups[r["subject"]],
             source=r.get("source") or Path(r["path"]).name,
             licence=r.get("licence", ""),
+            frame=int(r["frame"]) if r.get("frame") not in (None, "") else frame,
         )
         for r in rows
     ]
@@ -190,7 +196,7 @@ def render_volume(
     for spec in specs.values():
         table = volume_table_name(spec)
         if table not in cubes:
-            cubes[table] = prepare_volume(source.path, spec.size, order=spec.volume_order, volume_id=source.volume_id)
+            cubes[table] = prepare_volume(source.path, spec.size, frame=source.frame, order=spec.volume_order, volume_id=source.volume_id)
     rows: dict[tuple[str, str], dict[str, list]] = {}
     for track, spec in specs.items():
         volume = cubes[volume_table_name(spec)]

@@ -56,6 +56,7 @@ def build(
     slice_size: Annotated[Optional[int], typer.Option(help="Square slice side in pixels.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 2406,
     workers: Annotated[int, typer.Option(help="Volumes prepared in parallel.")] = 1,
+    frame: Annotated[Optional[int], typer.Option(help="Volume of each 4D series to use (0-based).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Benchmark name (default: the --out folder name).")] = None,
     withhold_test_labels: Annotated[bool, typer.Option(help="Keep test labels out of --out (written to --labels-out).")] = False,
     labels_out: Annotated[Optional[Path], typer.Option(help="Where withheld labels go (default <out>-labels).")] = None,
@@ -72,7 +73,7 @@ def build(
         counts=SplitCounts(**PRESETS[preset]), withhold_test_labels=withhold_test_labels,
     )  # fmt: skip
     config.specs()  # validates tracks and sizes before any work
-    sources = read_volume_sources(volumes, seed)
+    sources = read_volume_sources(volumes, seed, frame)
     with _progress() as progress:
         task = progress.add_task("building", total=len(sources))
         manifest = build_benchmark(
