@@ -1,0 +1,223 @@
+"""Baselines: shapes, the released model's volume independence, training steps, the NCC search."""
+
+from __future__ import annotations
+
+import importlib.resources
+
+import numpy as np
+import pytest
+import torch
+
+from atom_bench import geometry, labels
+from atom_bench.models import resolve_model, volume_swap_diagnostic
+from baselines._blocks import grid_to_label_order
+from baselines.losses import asymmetric_loss, block_loss, cross_entropy
+from baselines.released import parameter_counts
+
+LEARNED = ("regismcan", "cnn", "vit")
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the suite runs as 2 xdist workers on 2 shared cores, and OpenMP
+    threads fighting for a busy core make small tensor ops 10-40x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+def _batch(b: int, size: int, hw: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 1, size, size, size, generator=g), torch.rand(b, 1, *hw, generator=g)
+
+
+def test_grid_to_label_order_matches_protocol_labels() -> None:
+    cells = torch.arange(9)
+    f0, f1, f2 = torch.meshgrid(cells, cells, cells, indexing="ij")
+    grid = torch.stack([f0, f1, f2])[None].float()  # (1, 3, 9, 9, 9): each cell holds its (f0, f1, f2)
+    ordered = grid_to_label_order(grid).reshape(729, 3).long().numpy()
+    np.testing.assert_array_equal(ordered, labels.fine_cells(np.arange(729)))
+
+
+def test_released_parameter_counts_match_the_spec() -> None:
+    counts = parameter_counts(20, (4, 4))
+    assert (counts["slice_net"], counts["high_net"], counts["low_net"]) == (784, 11_112_027, 537_435)
+    model, meta = resolve_model("released")
+    assert meta.n_parameters == 11_650_246 == sum(p.numel() for p in model.parameters())
+    assert parameter_counts(40, (4, 4))["high_net"] > 700_000_000  # grows as S^6 (spec: about 705 M)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_learned_models_shapes_for_several_sizes(name: str) -> None:
+    model, meta = resolve_model(name)
+    for size in (20, 32, 64):
+        for hw in ((4, 4), (16, 16)):
+            pred = model.predict(*_batch(2, size, hw))
+            assert pred.high_scores.shape == (2, 27) and pred.low_scores.shape == (2, 729)
+            assert torch.isfinite(pred.low_scores).all()
+    assert meta.n_parameters == sum(p.numel() for p in model.parameters())  # independent of S
+
+
+def test_released_shapes_and_floors() -> None:
+    for hw in ((4, 4), (16, 16)):
+        model, _ = resolve_model("released", volume_size=20, slice_shape=hw)
+        pred = model.predict(*_batch(2, 20, hw))
+        assert pred.high_scores.shape == (2, 27) and pred.low_scores.shape == (2, 729)
+    for name in ("chance", "prior"):
+        model, _ = resolve_model(name)
+        for size, hw in ((20, (4, 4)), (64, (16, 16))):
+            pred = model.predict(*_batch(3, size, hw))
+            assert pred.high_scores.shape == (3, 27) and pred.low_scores.shape == (3, 729)
+
+
+def test_floors_behave() -> None:
+    a, _ = resolve_model("chance", seed=7)
+    b, _ = resolve_model("chance", seed=7)
+    volumes, slices = _batch(500, 9, (4, 4))
+    pa, pb = a.predict(volumes, slices), b.predict(volumes, slices)
+    assert torch.equal(pa.low_scores, pb.low_scores)
+    assert torch.equal(pa.low_label // 27, pa.high_label)  # fine choice inside the coarse choice
+    assert len(set(pa.high_label.tolist())) == 27
+    from baselines.prior import Prior
+
+    prior = Prior.from_labels(torch.tensor([3, 3, 3, 5]), torch.tensor([81, 81, 90, 140]))
+    pred = prior.predict(*_batch(2, 20, (4, 4)))
+    assert pred.high_label.tolist() == [3, 3] and pred.low_label.tolist() == [81, 81]
+
+
+def test_released_logits_are_exactly_independent_of_the_volume() -> None:
+    model, _ = resolve_model("released")
+    with torch.no_grad():  # any weights, not only the initial ones
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    volumes, slices = _batch(4, 20, (4, 4))
+    out = volume_swap_diagnostic(model, volumes, slices)
+    assert out["max_abs_diff_high"] == 0.0 and out["max_abs_diff_low"] == 0.0
+    other = model.predict(torch.rand_like(volumes), slices)
+    assert torch.equal(other.high_scores, model.predict(volumes, slices).high_scores)
+    # ...and the volume patch embedding gets no gradient at all
+    logits = model(volumes, slices)
+    (logits.high.sum() + logits.low.sum()).backward()
+    assert model.high_net.patch.weight.grad is None or model.high_net.patch.weight.grad.abs().max() == 0
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_models_that_compare_use_the_volume(name: str) -> None:
+    model, _ = resolve_model(name)
+    out = volume_swap_diagnostic(model, *_batch(3, 20, (8, 8)))
+    assert out["max_abs_diff_high"] > 1e-6 and out["max_abs_diff_low"] > 1e-6
+
+
+@pytest.mark.parametrize("name", (*LEARNED, "released"))
+def test_one_training_step_lowers_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    model, _ = resolve_model(name)
+    volumes, slices = _batch(4, 20, (4, 4), seed=1)
+    high = torch.tensor([0, 5, 13, 26])
+    low = 27 * high + torch.tensor([0, 7, 13, 26])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def loss() -> torch.Tensor:
+        logits = model(volumes, slices)
+        return block_loss(logits.high, logits.low, high, low, kind="asl")
+
+    before = loss()
+    optimiser.zero_grad()
+    before.backward()
+    optimiser.step()
+    with torch.no_grad():
+        after = loss()
+    assert float(after) < float(before.detach())
+
+
+def test_losses() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.5, -3.0]])
+    target = torch.tensor([0, 2])
+    p = torch.sigmoid(logits)
+    y = torch.nn.functional.one_hot(target, 3).float()
+    pm = (p - 0.05).clamp(min=0)
+    expected = -(y * torch.log(p) + (1 - y) * torch.log(1 - pm) * pm**4).sum(1)
+    torch.testing.assert_close(asymmetric_loss(logits, target, reduction="none"), expected)
+    torch.testing.assert_close(asymmetric_loss(logits, target, detach_focus=True), expected.mean())
+    # the default differentiates through the focusing weight: its gradient is the loss's gradient
+    z = logits.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(asymmetric_loss(z, target), z)
+    numeric = torch.zeros_like(logits)
+    for i in range(2):
+        for j in range(3):
+            d = torch.zeros_like(logits)
+            d[i, j] = 1e-3
+            numeric[i, j] = (asymmetric_loss(logits + d, target) - asymmetric_loss(logits - d, target)) / 2e-3
+    torch.testing.assert_close(grad, numeric, atol=1e-3, rtol=1e-2)
+    torch.testing.assert_close(asymmetric_loss(logits, target, reduction="sum"), 2 * asymmetric_loss(logits, target))
+    torch.testing.assert_close(cross_entropy(logits, target), torch.nn.functional.cross_entropy(logits, target))
+    torch.testing.assert_close(cross_entropy(logits, y), cross_entropy(logits, target))
+
+
+# ------------------------------------------------------------------------------------------
+# NCC search on a real volume
+
+
+@pytest.fixture(scope="module")
+def anatomical_cube() -> np.ndarray:
+    """nibabel's own test image, min-max scaled, centred into a 32^3 cube (cropped/zero padded)."""
+    import nibabel
+
+    path = importlib.resources.files("nibabel") / "tests" / "data" / "anatomical.nii"
+    data = np.asarray(nibabel.load(str(path)).get_fdata(), dtype=np.float64)
+    data = (data - data.min()) / (data.max() - data.min())
+    src = tuple(slice(max(0, (n - 32) // 2), max(0, (n - 32) // 2) + min(n, 32)) for n in data.shape)
+    crop = data[src]
+    cube = np.zeros((32, 32, 32))
+    cube[tuple(slice((32 - n) // 2, (32 - n) // 2 + n) for n in crop.shape)] = crop
+    return cube.astype(np.float32)
+
+
+def test_torch_sampler_matches_the_reference_sampler(anatomical_cube: np.ndarray) -> None:
+    from baselines.search import sample_points_torch
+
+    points = np.random.default_rng(0).uniform(-2.0, 34.0, (2000, 3))
+    ours = sample_points_torch(torch.from_numpy(anatomical_cube), torch.from_numpy(points)).numpy()
+    np.testing.assert_allclose(ours, geometry.sample_points(anatomical_cube, points, "linear"), atol=1e-5)
+
+
+def _axis_slices(cube: np.ndarray, views: list[str], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images, centers, normals = [], [], []
+    for view in views:
+        u, v = geometry.view_frame(view)
+        n = np.cross(u, v)
+        # in-plane: half-integer centres (16 is even), out of plane: an integer voxel
+        c = np.where(np.abs(n) > 0.5, rng.integers(11, 21, 3), rng.integers(11, 21, 3) + 0.5).astype(np.float64)
+        images.append(geometry.sample_slices(cube, c, u, v, (16, 16))[0])
+        centers.append(c)
+        normals.append(n)
+    return np.stack(images), np.stack(centers), np.stack(normals)
+
+
+def test_search_finds_exact_pose_of_axis_aligned_slices(anatomical_cube: np.ndarray) -> None:
+    model, _ = resolve_model("search")
+    images, centers, normals = _axis_slices(anatomical_cube, ["axial", "coronal", "sagittal"], seed=3)
+    volumes = torch.from_numpy(np.stack([anatomical_cube] * 3))[:, None]
+    pred = model.predict(volumes, torch.from_numpy(images)[:, None])
+    assert pred.center_vox is not None and pred.normal is not None
+    np.testing.assert_array_less(np.abs(pred.center_vox.numpy() - centers).max(axis=1), 0.5)
+    assert (geometry.angle_between_planes_deg(pred.normal.double().numpy(), normals) < 1.0).all()
+    assert pred.low_label.tolist() == labels.low_label(centers, 32).tolist()
+    assert pred.high_label.tolist() == labels.high_label(centers, 32).tolist()
+
+
+def test_search_accuracy_drops_when_volumes_are_swapped(anatomical_cube: np.ndarray) -> None:
+    """The diagnostic: a model that uses the volume loses accuracy on the wrong volume."""
+    other = np.ascontiguousarray(np.transpose(anatomical_cube, (2, 0, 1))[::-1])
+    model, _ = resolve_model("search", n_normals=0)  # axis-aligned orientations suffice here
+    img_a, c_a, _ = _axis_slices(anatomical_cube, ["axial", "sagittal"], seed=5)
+    img_b, c_b, _ = _axis_slices(other, ["coronal", "axial"], seed=6)
+    volumes = torch.from_numpy(np.stack([anatomical_cube, other, anatomical_cube, other]))[:, None]
+    slices = torch.from_numpy(np.stack([img_a[0], img_b[0], img_a[1], img_b[1]]))[:, None]
+    centers = np.stack([c_a[0], c_b[0], c_a[1], c_b[1]])
+    low = torch.as_tensor(labels.low_label(centers, 32))
+    out = volume_swap_diagnostic(model, volumes, slices, low // 27, low)
+    assert out["low_acc"] == 1.0 and out["high_acc"] == 1.0
+    assert out["low_drop"] >= 0.5
