@@ -1,24 +1,16 @@
 """A minimal local stand-in for the Hugging Face Hub HTTP API, so hub tests never touch the internet.
 
-It serves, for dataset repositories, exactly what huggingface_hub 2.4.0 calls in ``snapshot_download``,
-``dataset_info``, ``create_repo``, ``upload_folder`` (regular and basic-LFS uploads) and ``create_tag``:
+It serves, for dataset repos, exactly what huggingface_hub 2.4.0's ``snapshot_download``, ``dataset_info``,
+``create_repo``, ``upload_folder`` (regular and basic-LFS uploads) and ``create_tag`` call (``_ROUTES``).
+State lives under ``root``: content-addressed ``blobs/<sha256>`` and one ``repos/<ns>/<name>.json`` per
+repo with branches, tags and commits (each commit maps every path to its blob), so branches, tags and
+commit shas resolve. Errors carry the ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound)
+the client maps to its exceptions; writes need an ``Authorization`` header (any token). Files ending in
+``LFS_SUFFIXES`` or holding a NUL byte go through LFS, the others are committed inline, as on the Hub.
 
-    POST /api/repos/create                  POST /api/validate-yaml
-    GET  /api/datasets/{id}[/revision/{rev}] GET  /api/datasets/{id}/tree/{rev}
-    POST /api/datasets/{id}/preupload/{rev} POST /api/datasets/{id}/commit/{rev}   (ndjson)
-    POST /api/datasets/{id}/tag/{rev}       POST /datasets/{id}.git/info/lfs/objects/batch
-    PUT  /lfs/{sha256}                      HEAD|GET /datasets/{id}/resolve/{rev}/{path}
-
-State lives on disk under ``root``: content-addressed ``blobs/<sha256>`` and one
-``repos/<ns>/<name>.json`` per repo with its branches, tags and commits (each commit maps every path
-to its blob), so branches, tags and full commit shas all resolve. Errors carry the ``X-Error-Code``
-header (RepoNotFound, RevisionNotFound, EntryNotFound) that the client turns into its exceptions.
-Writes need an ``Authorization`` header (any token). Files ending in ``LFS_SUFFIXES`` or with a NUL
-byte go through LFS; the others are committed inline, as on the Hub.
-
-Xet is never advertised (no ``X-Xet-Hash`` header, no ``xetHash`` in trees), so downloads use plain
-HTTP. Uploads differ: huggingface_hub 2.4.0 uploads through Xet whenever ``hf_xet`` is installed,
-whatever the server says, so the fixture sets ``HF_HUB_DISABLE_XET`` to get the basic LFS protocol.
+Xet is never advertised (no ``X-Xet-Hash`` header, no ``xetHash`` in trees), so downloads use plain HTTP.
+Uploads differ: huggingface_hub 2.4.0 uploads through Xet whenever ``hf_xet`` is installed, whatever the
+server says, so the fixture sets ``HF_HUB_DISABLE_XET`` to get the basic LFS protocol.
 """
 
 from __future__ import annotations
