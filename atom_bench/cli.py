@@ -125,11 +125,12 @@ def download(
     repo: Annotated[Optional[str], typer.Option(help="Hub dataset repository id.")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Tag, branch or commit sha to pin.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Local directory (default: the Hugging Face cache).")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Hub token (default: $HF_TOKEN or the saved login).")] = None,
 ) -> None:
     """Download a benchmark from the Hugging Face Hub and verify its checksums."""
     from atom_bench import hub
 
-    path = hub.download(repo or hub.DEFAULT_REPO, revision or hub.DEFAULT_REVISION, out)
+    path = hub.download(repo or hub.DEFAULT_REPO, revision or hub.DEFAULT_REVISION, out, token=token)
     console.print(f"[green]downloaded[/] {repo or hub.DEFAULT_REPO}@{revision or hub.DEFAULT_REVISION} to {path} (checksums verified)")
 
 
@@ -139,12 +140,13 @@ def publish(
     repo: Annotated[str, typer.Option(help="Hub dataset repository id, e.g. my-org/atom-custom.")],
     tag: Annotated[Optional[str], typer.Option(help="Tag the upload (e.g. v1.0).")] = None,
     private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+    token: Annotated[Optional[str], typer.Option(help="Hub token with write access (default: $HF_TOKEN).")] = None,
 ) -> None:
     """Upload a built benchmark with its dataset card to the Hugging Face Hub."""
     from atom_bench import hub
 
-    url = hub.publish(path, repo, revision_tag=tag, private=private)
-    console.print(f"[green]published[/] {path} to {url}")
+    commit = hub.publish(path, repo, token=token, revision_tag=tag, private=private)
+    console.print(f"[green]published[/] {path} to {repo} at commit {commit}" + (f" (tag {tag})" if tag else ""))
 
 
 @app.command()
@@ -163,6 +165,78 @@ def show(
 def version() -> None:
     """Print the toolkit version."""
     console.print(__version__)
+
+
+PredArg = Annotated[Path, typer.Argument(help="Prediction file (.parquet or .csv; schema in PROTOCOL section 6).")]
+LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="Labels file kept apart from the public data (hidden test labels).")]
+
+
+@app.command()
+def validate(
+    predictions: PredArg,
+    track: Annotated[str, typer.Option("--track", help="Track the file must be for.")],
+    split: Annotated[str, typer.Option("--split", help="Split the file must cover.")],
+    root: RootOpt = None,
+) -> None:
+    """Check a prediction file against a split (ids, types, ranges, top-5 lists, dataset)."""
+    from atom_bench.predictions import validate_predictions
+
+    frame = validate_predictions(predictions, track, split, root)
+    console.print(f"[green]valid[/] {predictions}: {len(frame)} predictions for {track}/{split}")
+
+
+@app.command()
+def score(
+    predictions: PredArg,
+    labels: LabelsOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Scores JSON (default: <predictions>.scores.json).")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Validate and score a prediction file; print the metrics with floors and write JSON."""
+    from atom_bench._io import write_json_atomic
+    from atom_bench.scoring import render_scores, score_file
+
+    result = score_file(predictions, root=root, labels=labels)
+    target = out or predictions.with_name(predictions.name.rsplit(".", 1)[0] + ".scores.json")
+    write_json_atomic(target, result)
+    console.print(render_scores(result))
+    console.print(f"[green]wrote[/] {target}")
+
+
+@app.command()
+def submit(
+    predictions: PredArg,
+    name: Annotated[str, typer.Option("--name", help="Entry name, unique within the track.")],
+    meta: Annotated[Path, typer.Option("--meta", help="META.yaml: model_name, authors, code_url, n_parameters, training_data, seeds, hardware.")],
+    labels: LabelsOpt = None,
+    submissions: Annotated[Path, typer.Option("--submissions", help="Submissions directory.")] = Path("submissions"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of the same name.")] = False,
+    root: RootOpt = None,
+) -> None:
+    """Validate, score and store a submission under submissions/<track>/<name>/."""
+    from atom_bench.submissions import submit as do_submit
+
+    target = do_submit(predictions, name=name, meta=meta, root=root, labels=labels, submissions_dir=submissions, force=force)
+    console.print(f"[green]submitted[/] {target}; run `atom-bench leaderboard` to update the tables")
+
+
+@app.command()
+def leaderboard(
+    submissions: Annotated[Path, typer.Option("--submissions", help="Submissions directory.")] = Path("submissions"),
+    out: Annotated[Path, typer.Option("--out", help="Leaderboards directory.")] = Path("leaderboards"),
+    check: Annotated[bool, typer.Option("--check", help="Only check that the files match the submissions (CI).")] = False,
+) -> None:
+    """Regenerate leaderboards/<track>.md, <track>.csv and index.html from the submissions."""
+    from atom_bench import leaderboard as lb
+
+    if check:
+        bad = lb.stale(submissions, out)
+        if bad:
+            raise AtomBenchError(f"leaderboards out of date: {', '.join(bad)}; run `atom-bench leaderboard` and commit {out}")
+        console.print(f"[green]up to date[/] {out}")
+        return
+    changed = lb.regenerate(submissions, out)
+    console.print(f"[green]updated[/] {', '.join(changed)}" if changed else f"{out} already up to date")
 
 
 def main(argv: list[str] | None = None) -> int:
