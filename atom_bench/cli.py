@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # long paths stay on one line (grep-able)
 err_console = Console(stderr=True)
 
 RootOpt = Annotated[

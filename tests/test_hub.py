@@ -159,3 +159,17 @@ def test_errors_wrapped_by_lfs_uploads_become_hub_errors():
     assert "HF_HUB_OFFLINE" not in str(err.value)  # no offline advice when publishing
     with pytest.raises(RuntimeError, match="unrelated"), _hub_errors(REPO, "main", "http://hub.invalid"):
         raise RuntimeError("unrelated")
+
+
+def test_cli_publish_download_and_offline_message(hub, small_bench, tmp_path, monkeypatch, capsys):
+    from atom_bench.cli import main
+
+    assert main(["publish", str(small_bench), "--repo", "atom-bench/cli-small", "--tag", "v1.0"]) == 0
+    assert main(["download", "--repo", "atom-bench/cli-small", "--revision", "v1.0", "--out", str(tmp_path / "d")]) == 0
+    assert "checksums verified" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "d")]) == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["download", "--repo", "atom-bench/never-fetched", "--revision", "v1.0", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert code == 2 and "atom-mini" in err and "Traceback" not in err
+    assert not (tmp_path / "e").exists()
