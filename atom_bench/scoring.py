@@ -1,0 +1,303 @@
+"""The scorer: predictions + labels -> metrics with 95% intervals, breakdowns and floors.
+
+One input contract (``Evaluator(labels, volumes, train_counts)`` then ``evaluate(predictions)``)
+and one output, a JSON-ready dict (:data:`SCORES_FORMAT`)::
+
+    ev = Evaluator.from_benchmark("easy", "validation")
+    result = ev.evaluate(predictions_frame)
+    result["metrics"]["top1_high"]  # {"value": 0.41, "ci": [0.39, 0.43], "n": 2048}
+
+Metrics are defined in ``docs/PROTOCOL.md`` section 7 and computed per sample by
+:mod:`atom_bench.metrics`; intervals come from :mod:`atom_bench._bootstrap`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from atom_bench import __version__, _bootstrap, _evaldata
+from atom_bench import metrics as M
+from atom_bench import predictions as P
+from atom_bench._evaldata import deg_bins, list_matrix, multihot
+from atom_bench.errors import DataError
+from atom_bench.metrics import METRICS, Metric
+
+SCORES_FORMAT = "atom-bench-scores/1"
+PRIMARY = ("top1_high", "top1_low")
+BREAKDOWNS = ("modality", "view", "volume_id")
+CHANCE_SAMPLES = 200_000  # pooled sample size of the chance estimate
+
+
+class Evaluator:
+    """Scores predictions for one split against its labels.
+
+    Args:
+        labels: one row per sample: ``sample_id``, ``high_label``, ``low_label`` and, when
+            available, ``volume_id``, ``center_mm`` and ``normal_mm`` (3 floats),
+            ``paper_high`` / ``paper_low`` (lists), ``modality``, ``view``, ``deg_*``.
+        volumes: ``volume_id``, ``size``, ``affine`` (16 floats, row-major); needed for the
+            centre error of block predictions.
+        train_counts: ``{"high": (27,), "low": (729,)}`` training label counts (prior floor).
+        track, split, manifest_sha256, dataset_revision: recorded in the result and checked
+            against the predictions' metadata.
+        seed: seeds the chance floor and the Monte Carlo part of the intervals.
+    """
+
+    def __init__(
+        self,
+        labels: pd.DataFrame,
+        volumes: pd.DataFrame | None = None,
+        train_counts: dict[str, np.ndarray] | None = None,
+        *,
+        track: str | None = None,
+        split: str | None = None,
+        manifest_sha256: str | None = None,
+        dataset_revision: str | None = None,
+        confidence: float = 0.95,
+        seed: int = 0,
+    ) -> None:
+        missing = {"sample_id", "high_label", "low_label"} - set(labels.columns)
+        if missing:
+            raise DataError(f"labels lack column(s) {', '.join(sorted(missing))}")
+        self.info = {"track": track, "split": split, "manifest_sha256": manifest_sha256, "dataset_revision": dataset_revision}
+        self.confidence, self.seed = confidence, seed
+        self.ids = pd.Index(np.asarray(labels["sample_id"], dtype=object))
+        if self.ids.has_duplicates:
+            raise DataError("labels have duplicated sample ids")
+        self.id_array = pa.array(self.ids.to_numpy(), pa.string())
+        self.n = len(labels)
+        self.high = np.asarray(labels["high_label"], dtype=np.int64)
+        self.low = np.asarray(labels["low_label"], dtype=np.int64)
+        cols = set(labels.columns)
+        self.center = list_matrix(labels["center_mm"], 3, "center_mm") if "center_mm" in cols else None
+        self.normal = list_matrix(labels["normal_mm"], 3, "normal_mm") if "normal_mm" in cols else None
+        has_paper = {"paper_high", "paper_low"} <= cols
+        self.paper = (multihot(labels["paper_high"]), multihot(labels["paper_low"])) if has_paper else None
+        self.volume_index = self.sizes = self.affines = None
+        if volumes is not None and "volume_id" in cols:
+            vol_ids = pd.Index(np.asarray(volumes["volume_id"], dtype=object))
+            self.volume_index = vol_ids.get_indexer(np.asarray(labels["volume_id"], dtype=object))
+            if np.any(self.volume_index < 0):
+                raise DataError("some labels refer to a volume_id missing from the volumes table")
+            self.sizes = np.asarray(volumes["size"], dtype=np.int64)
+            self.affines = list_matrix(volumes["affine"], 16, "affine").reshape(-1, 4, 4)
+        self.groups: dict[str, tuple[np.ndarray, list[str]]] = {}
+        for name in BREAKDOWNS:
+            if name in cols:
+                codes, uniques = pd.factorize(np.asarray(labels[name], dtype=object), sort=True)
+                self.groups[name] = (codes, [str(u) for u in uniques])
+        for name in sorted(c for c in cols if c.startswith("deg_")):
+            values = np.asarray(labels[name], dtype=np.float64)
+            if np.any(values != 0):
+                self.groups[name] = deg_bins(values)
+        self.counts = train_counts
+        self._floors: dict | None = None
+
+    @classmethod
+    def from_benchmark(
+        cls, track: str, split: str, root: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None, **kwargs
+    ) -> Evaluator:
+        """An evaluator for a split of a built benchmark (``labels``: a withheld-labels file)."""
+        ref = _evaldata.reference(track, split, root)
+        table = _evaldata.read_labels(labels, track, split, ref.manifest_sha256) if labels else _evaldata.split_labels(track, split, ref.root)
+        ids = pa.array(np.asarray(table["sample_id"], dtype=object), pa.string())
+        public = pa.array(ref.sample_ids, pa.string())
+        if len(ids) != len(public) or not pc.all(pc.is_in(public, value_set=ids)).as_py():
+            raise DataError(f"the labels do not cover exactly the samples of {track}/{split}")
+        return cls(
+            table, _evaldata.volumes_table(track, ref.root), _evaldata.train_counts(track, ref.root),
+            track=track, split=split, manifest_sha256=ref.manifest_sha256, dataset_revision=ref.dataset_revision, **kwargs,
+        )  # fmt: skip
+
+    # -- per-sample values ------------------------------------------------------------------
+    def per_sample(self, pred: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-sample hits and errors of prediction arrays aligned with the labels (or ``rows`` of them)."""
+        def at(a):
+            return a if rows is None or a is None else a[rows]
+
+        high, low = at(self.high), at(self.low)
+        out = {"top1_high": pred["high"] == high, "top1_low": pred["low"] == low}
+        if pred.get("high_top5") is not None:
+            out["top5_high"] = M.topk_hit(high, pred["high_top5"])
+        if pred.get("low_top5") is not None:
+            out["top5_low"] = M.topk_hit(low, pred["low_top5"])
+        if self.center is not None:
+            where = pred.get("center_mm")
+            if where is None and self.affines is not None:
+                where = M.block_centers_mm(pred["low"], at(self.volume_index), self.sizes, self.affines)
+            if where is not None:
+                dist = M.center_distance_mm(at(self.center), where)
+                out.update(dist_mm=dist, within_5mm=dist <= 5.0, within_10mm=dist <= 10.0)
+        if self.normal is not None and pred.get("normal_mm") is not None:
+            out["angle_deg"] = M.plane_angle_deg(at(self.normal), pred["normal_mm"])
+        if self.paper is not None:
+            paper = self.paper if rows is None else (self.paper[0].take(rows), self.paper[1].take(rows))
+            out.update(M.paper_hits(*paper, pred["high"], pred["low"], pred.get("high_top5"), pred.get("low_top5")))
+        return out
+
+    def summarise(self, values: dict[str, np.ndarray], key: str, rows: np.ndarray | None = None) -> dict:
+        """Overall metrics and breakdowns of per-sample values (of the labels' ``rows``)."""
+        n = self.n if rows is None else len(rows)
+        floats = {src: np.asarray(x, dtype=np.float64) for src, x in values.items()}
+        finite = {src: x.dtype == bool or bool(np.isfinite(floats[src]).all()) for src, x in values.items()}
+        orders = {m.source: np.argsort(floats[m.source], kind="stable") for m in METRICS.values() if m.kind == "median" and m.source in values}
+
+        def block(codes: np.ndarray, n_groups: int, tag: str) -> list[dict]:
+            out: list[dict] = [{} for _ in range(n_groups)]
+            clean_codes = n_groups == 1 or bool((codes >= 0).all())
+            for name, metric in METRICS.items():
+                if metric.source in values:
+                    stat = _bootstrap.grouped(
+                        floats[metric.source], codes, n_groups, metric.kind, order=orders.get(metric.source),
+                        clean=clean_codes and finite[metric.source], confidence=self.confidence, seed=self.seed,
+                        key=f"{key}/{tag}/{name}",
+                    )  # fmt: skip
+                    for g, (v, lo, hi, n) in enumerate(zip(*stat)):
+                        out[g][name] = {"value": _num(v), "ci": [_num(lo), _num(hi)], "n": int(n)}
+            return out
+
+        overall = block(np.zeros(n, dtype=np.int64), 1, "all")[0]
+        breakdowns = {
+            name: dict(zip(labels, block(codes if rows is None else codes[rows], len(labels), name)))
+            for name, (codes, labels) in self.groups.items()
+        }
+        return {"metrics": overall, "breakdowns": breakdowns}
+
+    # -- floors -----------------------------------------------------------------------------
+    def floors(self) -> dict[str, dict]:
+        """Scores of the chance and training-prior predictors on the same samples.
+
+        ``chance`` is the expected score of a uniformly random valid prediction (with top-5
+        lists and, when the labels have normals, a uniform random normal), estimated on
+        ``ceil(CHANCE_SAMPLES / n)`` seeded replicates of the samples; its interval is that of
+        the pooled replicates. ``prior`` predicts the most frequent training labels (top-5:
+        the five most frequent, ties to the lower label) for every sample.
+        """
+        if self._floors is None:
+            reps = max(1, -(-CHANCE_SAMPLES // max(self.n, 1)))
+            rows = None if reps == 1 else np.tile(np.arange(self.n), reps)
+            rng = np.random.default_rng([self.seed, 27729])
+            chance = P.random_arrays(self.n * reps, rng, top5=True, normals=self.normal is not None)
+            self._floors = {"chance": self.summarise(self.per_sample(chance, rows), "chance", rows)}
+            if self.counts is not None:
+                prior = {}
+                for level, size in (("high", 27), ("low", 729)):
+                    counts = np.asarray(self.counts[level], dtype=np.int64)
+                    if counts.shape != (size,):
+                        raise DataError(f"train_counts[{level!r}] must have {size} entries")
+                    top = np.argsort(-counts, kind="stable")[:5]
+                    prior[level] = np.full(self.n, top[0])
+                    prior[f"{level}_top5"] = np.broadcast_to(top, (self.n, 5))
+                self._floors["prior"] = self.summarise(self.per_sample(prior), "prior")
+        return self._floors
+
+    # -- entry point ------------------------------------------------------------------------
+    def evaluate(self, predictions: pd.DataFrame, *, floors: bool = True) -> dict:
+        """Validate and score a prediction frame; returns the JSON-ready result."""
+        arrays, positions = P.check_arrays(
+            predictions, sample_ids=self.id_array, track=self.info["track"], split=self.info["split"],
+            manifest_sha256=self.info["manifest_sha256"],
+        )  # fmt: skip
+        return self._result(arrays, positions, floors)
+
+    def evaluate_file(self, path: str | os.PathLike[str], *, floors: bool = True) -> dict:
+        """Validate (chunked, strict) and score a prediction file; returns the JSON-ready result."""
+        from atom_bench._io import sha256_file
+
+        arrays, _, positions = P.read_arrays(
+            path, track=self.info["track"], split=self.info["split"], sample_ids=self.id_array,
+            manifest_sha256=self.info["manifest_sha256"], dataset_revision=self.info["dataset_revision"],
+        )  # fmt: skip
+        result = self._result(arrays, positions, floors)
+        result["predictions_sha256"] = sha256_file(path)
+        return result
+
+    def _result(self, arrays: dict[str, np.ndarray], positions: np.ndarray, floors: bool) -> dict:
+        aligned = {}
+        for key, value in arrays.items():
+            if key != "sample_id":
+                aligned[key] = np.empty_like(value)
+                aligned[key][positions] = value
+        summary = self.summarise(self.per_sample(aligned), "model")
+        skipped = {name: _why(name, aligned, self) for name in METRICS if name not in summary["metrics"]}
+        result = {
+            "format": SCORES_FORMAT,
+            **self.info,
+            "toolkit_version": __version__,
+            "n_samples": self.n,
+            "primary": list(PRIMARY),
+            "confidence": self.confidence,
+            "bootstrap": {"method": "percentile bootstrap over samples (exact where closed-form)", "seed": self.seed,
+                          "mc_resamples": _bootstrap.MC_RESAMPLES, "mc_max_n": _bootstrap.MC_MAX_N},  # fmt: skip
+            **summary,
+            "skipped": skipped,
+        }
+        if floors:
+            result["floors"] = self.floors()
+        return result
+
+
+def _why(name: str, pred: dict, ev: Evaluator) -> str:
+    metric = METRICS[name]
+    if metric.source in ("top5_high", "paper_acc1") and pred.get("high_top5") is None:
+        return "no high_top5 in the predictions"
+    if metric.source in ("top5_low", "paper_acc", "paper_acc_noleak") and pred.get("low_top5") is None:
+        return "no low_top5 in the predictions"
+    if metric.source == "angle_deg":
+        return "no normal_mm in the predictions" if ev.normal is not None else "no normal_mm in the labels"
+    if name.startswith("paper"):
+        return "no paper_high/paper_low in the labels"
+    return "no center_mm in the labels, or no volumes table for block centres"
+
+
+def _num(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def score_file(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None
+) -> dict:
+    """Validate a prediction file against its split (read from the file's metadata) and score it."""
+    meta = P.file_meta(path)
+    track, split = meta.get("track"), meta.get("split")
+    if not track or not split:
+        raise P.PredictionError(f"{Path(path).name}: the metadata names no track or split; write it with atom_bench.write_predictions")
+    return Evaluator.from_benchmark(track, split, root=root, labels=labels).evaluate_file(path)
+
+
+def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view")):
+    """A rich table: each metric, its 95% interval, and the chance and prior floors beside it."""
+    from rich.table import Table
+
+    def fmt(entry: dict | None, metric: Metric, ci: bool = False) -> str:
+        if not entry or entry.get("value") is None:
+            return "-"
+        scale, unit = (100.0, "%") if metric.unit == "fraction" else (1.0, " mm" if metric.unit == "mm" else " deg")
+        if ci:
+            lo, hi = entry["ci"]
+            return "-" if lo is None else f"[{lo * scale:.1f}, {hi * scale:.1f}]"
+        return f"{entry['value'] * scale:.1f}{unit}"
+
+    table = Table(title=f"{result.get('track')}/{result.get('split')}: {result['n_samples']} samples")
+    for col in ("metric", "value", "95% CI", "chance", "prior"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    floors = result.get("floors", {})
+
+    def add(label: str, entry: dict | None, metric: Metric, floor: list) -> None:
+        table.add_row(label, fmt(entry, metric), fmt(entry, metric, ci=True), *(fmt(f, metric) for f in floor))
+
+    for name, metric in METRICS.items():
+        if name in result["metrics"]:
+            add(name, result["metrics"][name], metric, [floors.get(f, {}).get("metrics", {}).get(name) for f in ("chance", "prior")])
+    for group in breakdowns:
+        for label, entry in result.get("breakdowns", {}).get(group, {}).items():
+            for name in PRIMARY:
+                floor = [floors.get(f, {}).get("breakdowns", {}).get(group, {}).get(label, {}).get(name) for f in ("chance", "prior")]
+                add(f"{name} {group}={label} (n={entry[name]['n']})", entry.get(name), METRICS[name], floor)
+    return table
