@@ -143,8 +143,8 @@ def check_meta(meta: dict | None, expected: dict, report: Report, *, required: b
 
 def iter_parquet(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     try:
-        reader = pq.ParquetFile(path)
-        yield from reader.iter_batches(batch_size=chunk_rows)
+        with pq.ParquetFile(path) as reader:
+            yield from reader.iter_batches(batch_size=chunk_rows, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise PredictionError(f"{path.name}: unreadable parquet file, truncated or corrupt ({exc})") from None
 

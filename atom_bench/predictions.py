@@ -23,6 +23,7 @@ what it was made for: parquet in the key-value metadata ``atom_bench``, CSV in a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -144,7 +145,8 @@ def read_arrays(
     batches = chk.iter_parquet(path, chunk_rows) if fmt == "parquet" else chk.iter_csv(path, chunk_rows, meta is not None)
     expected = {"track": track, "split": split, "manifest_sha256": manifest_sha256, "dataset_revision": dataset_revision}
     chk.check_meta(meta, expected, report, required=True)
-    arrays = chk.check_batches(batches, report, from_csv=fmt == "csv")
+    with contextlib.closing(batches):
+        arrays = chk.check_batches(batches, report, from_csv=fmt == "csv")
     positions = chk.check_ids(arrays["sample_id"], chk.id_array(sample_ids), report)
     report.raise_if_any()
     return arrays, meta, positions
