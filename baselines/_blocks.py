@@ -143,12 +143,13 @@ class SliceEncoder(nn.Module):
 class VolumeEncoder(nn.Module):
     """3D conv stem, then adaptive pooling to the 9 x 9 x 9 fine-block grid ``(B, dim, 9, 9, 9)``.
 
-    A 3x3x3 conv downsamples by 2 only while its output stays at least ``2 * 9`` voxels per axis,
-    so small cubes keep full resolution and large cubes cost linear memory in ``S^3``; the weights
-    are the same for every ``S``.
+    Each of the two 3x3x3 convs downsamples by 2 when its output keeps at least ``min_side``
+    (16) voxels per axis (about 2 per fine block), so small cubes keep full resolution (S = 20
+    stays 20; S = 32 becomes 16, S = 128 becomes 32) and the cost is linear in ``S^3``; the
+    weights are the same for every ``S``.
     """
 
-    def __init__(self, dim: int, width: int = 32, min_side: int = 2 * FINE) -> None:
+    def __init__(self, dim: int, width: int = 32, min_side: int = 16) -> None:
         super().__init__()
         self.min_side = min_side
         self.conv1 = nn.Conv3d(1, width // 2, 3, padding=1)

@@ -1,13 +1,17 @@
-"""Chance floor: random block scores from a seeded generator (expected top-1: 1/27, 1/729).
+"""Chance floor: pseudo-random block scores (expected top-1: 1/27 and 1/729).
 
-Scores are i.i.d. uniform per sample and block, drawn from a ``torch.Generator`` seeded at
-construction, so two runs with the same seed and the same batches give the same predictions.
-The fine scores are ``rank(high[a]) + sub`` with ``sub`` uniform in [0, 1), so the top fine
-block always lies inside the top coarse block. The volume and the slice are ignored.
+The scores of a slice are drawn from a generator seeded with a crc32 of the seed and the
+slice's bytes: they are reproducible, do not depend on the batch a slice comes in, and do not depend
+on the volume (the volume-swap diagnostic reports exactly 0 for this model). The fine scores are
+``rank(high[a]) + sub`` with ``sub`` uniform in [0, 1), so the top fine block always lies inside
+the top coarse block.
 """
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -18,24 +22,25 @@ from baselines._blocks import N_HIGH, N_LOW, check_inputs
 class Chance(nn.Module):
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = int(seed)
 
-    def reset(self) -> None:
-        """Restart the random stream (same seed)."""
-        self.generator.manual_seed(self.seed)
+    def _draw(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        # torch's CPU generator keeps 32 bits of a seed: mix the seed into the crc's start value
+        key = zlib.crc32(np.ascontiguousarray(image.detach().cpu().float().numpy()).tobytes(), zlib.crc32(str(self.seed).encode()))
+        generator = torch.Generator().manual_seed(key)
+        return torch.rand(N_HIGH, generator=generator), torch.rand(N_HIGH, N_HIGH, generator=generator)
 
     def predict(self, volumes: Tensor, slices: Tensor) -> Prediction:
         check_inputs(volumes, slices)
-        b = slices.shape[0]
-        high = torch.rand(b, N_HIGH, generator=self.generator)
-        sub = torch.rand(b, N_HIGH, N_HIGH, generator=self.generator)
+        draws = [self._draw(slices[i]) for i in range(slices.shape[0])]
+        high = torch.stack([d[0] for d in draws])
+        sub = torch.stack([d[1] for d in draws])
         rank = high.argsort(dim=1).argsort(dim=1).to(high.dtype)
-        low = (rank[:, :, None] + sub).reshape(b, N_LOW)
+        low = (rank[:, :, None] + sub).reshape(-1, N_LOW)
         return Prediction(high_scores=high, low_scores=low)
 
 
 def create_model(volume_size: int | None = None, slice_shape: tuple[int, int] | None = None, seed: int = 0) -> tuple[Chance, ModelMeta]:
     """Factory: ``(model, meta)``."""
-    meta = ModelMeta(name="chance", training_data="none", uses_volume=False, notes=f"uniform random scores, seed {seed}")
+    meta = ModelMeta(name="chance", training_data="none", uses_volume=False, notes=f"pseudo-random scores per slice, seed {seed}")
     return Chance(seed), meta

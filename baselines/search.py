@@ -2,18 +2,20 @@
 
 For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 and 6):
 
-1. **Coarse, dense in position.** The volume (and the slice, by the same factor) is reduced so
-   that the cube side is at most ``coarse_side`` voxels while the slice keeps at least
-   ``min_coarse_pixels`` pixels per side. For every candidate orientation, the volume is
-   resampled into the slice frame (one batched ``grid_sample``: a stack of planes spanned by the
-   in-plane axes ``u, v`` at the slice's pixel spacing, one plane per voxel along the normal), and
-   the NCC of the slice against every window of every plane is computed at once (a 2D
-   correlation for the numerator, box sums for the local variance). Every window whose centre is
-   inside the cube is a candidate pose.
-   Orientations: the 3 axis-aligned views in all 8 right-handed frames of their plane (4 in-plane
-   quarter turns, either normal sign), plus ``n_normals`` Fibonacci-hemisphere normals, each with
-   ``n_rotations`` in-plane rotations and both normal signs.
-2. **Refine.** The best ``top_k`` orientations (their best window each) are refined at full
+1. **Coarse, dense in position.** Two families of orientations: the 3 axis-aligned views in all
+   8 right-handed frames of their plane (4 in-plane quarter turns, either normal sign), and
+   ``n_normals`` Fibonacci-hemisphere normals, each with ``n_rotations`` in-plane rotations and
+   both normal signs. For each family the volume (and the slice, by the same factor) is reduced
+   so that the cube side is at most ``axis_side`` (axis views: 48, cheap because their
+   resampled box has no waste, and exact on the voxel grid when not reduced) or
+   ``coarse_side`` (oblique: 20) voxels, while the slice keeps at least ``min_coarse_pixels``
+   pixels per side. For every orientation, the volume is resampled into the slice frame (one
+   batched ``grid_sample``: a stack of planes spanned by the in-plane axes ``u, v`` at the
+   slice's pixel spacing, one plane per voxel along the normal), and the NCC of the slice
+   against every window of every plane is computed at once (a 2D correlation for the numerator,
+   integral images for the local variance). Every window whose centre is inside the cube is a
+   candidate pose.
+2. **Refine.** The best ``top_k`` orientations of each family (their best window each) are refined at full
    resolution: first a dense 9 x 9 x 9 grid of centres around the start (step half a coarse
    voxel), then a pattern search over the centre (steps along the three axes) and the
    orientation (small rotations about ``u``, ``v`` and ``n``), halving the steps when no move
@@ -153,6 +155,7 @@ class NCCSearch(nn.Module):
         n_normals: int = 16,
         n_rotations: int = 6,
         coarse_side: int = 20,
+        axis_side: int = 48,
         min_coarse_pixels: int = 6,
         top_k: int = 8,
         temperature: float = 0.02,
@@ -164,18 +167,24 @@ class NCCSearch(nn.Module):
         self.frames = candidate_frames(n_normals, n_rotations)
         # batch frames of similar bounding boxes together (cheaper coarse resampling)
         box = np.abs(self.frames).sum(axis=2).prod(axis=1) * np.abs(np.cross(self.frames[:, 0], self.frames[:, 1])).sum(axis=1)
-        self.order = np.argsort(box, kind="stable")
-        self.coarse_side, self.min_coarse_pixels = coarse_side, min_coarse_pixels
+        n_axis = 24  # candidate_frames puts the axis-view frames first
+        self.families = [(np.arange(n_axis), axis_side)]
+        if len(self.frames) > n_axis:
+            oblique = np.arange(n_axis, len(self.frames))
+            self.families.append((oblique[np.argsort(box[oblique], kind="stable")], coarse_side))
+        self.coarse_side, self.axis_side, self.min_coarse_pixels = coarse_side, axis_side, min_coarse_pixels
         self.top_k, self.temperature = top_k, temperature
         self.max_iterations, self.frame_chunk = max_iterations, frame_chunk
         # angular spacing of the normal grid (hemisphere area 2 pi / n), for the first refine step
         self.angle_step = min(math.sqrt(2 * math.pi / max(n_normals, 1)) / 2, math.radians(20))
 
     # -- coarse stage ------------------------------------------------------------------------
-    def _coarse(self, volume: Tensor, image: Tensor) -> tuple[Tensor, list[tuple[float, int, np.ndarray]], float]:
+    def _coarse(self, volume: Tensor, image: Tensor, frame_ids: np.ndarray, coarse_side: int) -> tuple[Tensor, list[tuple[float, int, np.ndarray, float]]]:
+        """Dense NCC of one family of frames at cube side <= ``coarse_side``: the block maxima
+        and the ``top_k`` best frames ``(ncc, frame index, centre in full voxels, factor)``."""
         size = volume.shape[0]
         h, w = image.shape
-        factor = max(1.0, min(size / self.coarse_side, min(h, w) / self.min_coarse_pixels))
+        factor = max(1.0, min(size / coarse_side, min(h, w) / self.min_coarse_pixels))
         if factor > 1.0:
             side = max(9, round(size / factor))
             hc, wc = max(2, round(h / factor)), max(2, round(w / factor))
@@ -190,8 +199,8 @@ class NCCSearch(nn.Module):
         n_pix = hc * wc
         origin = float(np.floor((sc - 1) / 2))
         block_ncc = torch.full((N_LOW,), -1.0)
-        best: list[tuple[float, int, np.ndarray]] = []
-        frames = torch.as_tensor(self.frames[self.order], dtype=torch.float32)
+        best: list[tuple[float, int, np.ndarray, float]] = []
+        frames = torch.as_tensor(self.frames[frame_ids], dtype=torch.float32)
         for start in range(0, len(frames), self.frame_chunk):
             chunk = frames[start : start + self.frame_chunk]
             u, v = chunk[:, 0], chunk[:, 1]
@@ -240,12 +249,12 @@ class NCCSearch(nn.Module):
             for i in range(len(chunk)):
                 if values[i] > -2:
                     center = centers[i].reshape(-1, 3)[index[i]].double().numpy()
-                    best.append((float(values[i]), int(self.order[start + i]), (center + 0.5) * factor - 0.5))
+                    best.append((float(values[i]), int(frame_ids[start + i]), (center + 0.5) * factor - 0.5, factor))
         best.sort(key=lambda item: -item[0])
-        return block_ncc, best[: self.top_k], factor
+        return block_ncc, best[: self.top_k]
 
     # -- refinement --------------------------------------------------------------------------
-    def _refine(self, volume: np.ndarray, image: np.ndarray, starts: list[tuple[float, int, np.ndarray]], factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _refine(self, volume: np.ndarray, image: np.ndarray, starts: list[tuple[float, int, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         shape = image.shape
         template = image.reshape(-1).astype(np.float64)
         centers = np.array([s[2] for s in starts], dtype=np.float64)
@@ -263,16 +272,17 @@ class NCCSearch(nn.Module):
             cut = sample_points_torch(vol, points).numpy()
             return _ncc_rows(cut.reshape(len(cs), -1).astype(np.float64), template)
 
-        # local dense search: a 9 x 9 x 9 grid of centres, step factor / 2, around every start
-        steps = np.arange(-4, 5) * (0.5 * max(1.0, factor))
-        offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
-        m = len(offsets)
+        # local dense search: a 9 x 9 x 9 grid of centres, step (coarse voxel) / 2, around every start
+        step_p = 0.5 * np.array([max(1.0, s[3]) for s in starts])
+        steps = np.arange(-4, 5, dtype=np.float64)
+        unit_offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
+        offsets = unit_offsets[None] * step_p[:, None, None]  # (k, m, 3)
+        m = len(unit_offsets)
         grid_values = score(
-            (centers[:, None, :] + offsets[None]).reshape(-1, 3), np.repeat(us, m, axis=0), np.repeat(vs, m, axis=0)
+            (centers[:, None, :] + offsets).reshape(-1, 3), np.repeat(us, m, axis=0), np.repeat(vs, m, axis=0)
         ).reshape(k, m)
-        centers = centers + offsets[grid_values.argmax(axis=1)]
+        centers = centers + offsets[np.arange(k), grid_values.argmax(axis=1)]
         current = grid_values.max(axis=1)
-        step_p = np.full(k, 0.5 * max(1.0, factor))
         step_a = np.full(k, self.angle_step)
         eye = np.eye(3)
         for _ in range(self.max_iterations):
@@ -313,11 +323,16 @@ class NCCSearch(nn.Module):
         volume = volume.detach().float().cpu()
         image = image.detach().float().cpu()
         size = volume.shape[0]
-        block_ncc, starts, factor = self._coarse(volume, image)
+        block_ncc = torch.full((N_LOW,), -1.0)
+        starts: list[tuple[float, int, np.ndarray, float]] = []
+        for frame_ids, side in self.families:
+            family_blocks, family_starts = self._coarse(volume, image, frame_ids, side)
+            block_ncc = torch.maximum(block_ncc, family_blocks)
+            starts += family_starts
         if not starts:  # no candidate (cannot happen with a non-empty cube)
             centre = np.full(3, (size - 1) / 2)
             return SearchResult(block_ncc, centre, np.eye(3)[0], np.eye(3)[1], -1.0)
-        centers, us, vs, values = self._refine(volume.numpy(), image.numpy(), starts, factor)
+        centers, us, vs, values = self._refine(volume.numpy(), image.numpy(), starts)
         inside = np.all((centers >= -0.5) & (centers < size - 0.5), axis=1)
         values = np.where(inside, values, -2.0)
         labels = _fine_labels(torch.as_tensor(centers), size)
@@ -347,18 +362,19 @@ def create_model(
     n_normals: int = 16,
     n_rotations: int = 6,
     coarse_side: int = 20,
+    axis_side: int = 48,
     top_k: int = 8,
     temperature: float = 0.02,
 ) -> tuple[NCCSearch, ModelMeta]:
     """Factory: ``(model, meta)``. ``volume_size`` and ``slice_shape`` are accepted and ignored."""
-    model = NCCSearch(pixel_spacing, n_normals, n_rotations, coarse_side, top_k=top_k, temperature=temperature)
+    model = NCCSearch(pixel_spacing, n_normals, n_rotations, coarse_side, axis_side, top_k=top_k, temperature=temperature)
     meta = ModelMeta(
         name="search",
         training_data="none (training-free)",
         uses_volume=True,
         notes=(
-            f"NCC search: {len(model.frames)} orientations x dense positions at cube side <= {coarse_side},"
-            f" pattern-search refinement of the top {top_k}; pixel spacing {pixel_spacing} voxels"
+            f"NCC search: {len(model.frames)} orientations x dense positions (axis views at cube side <= {axis_side},"
+            f" oblique at <= {coarse_side}), refinement of the top {top_k} per family; pixel spacing {pixel_spacing} voxels"
         ),
     )
     return model, meta

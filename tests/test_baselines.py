@@ -77,6 +77,10 @@ def test_floors_behave() -> None:
     volumes, slices = _batch(500, 9, (4, 4))
     pa, pb = a.predict(volumes, slices), b.predict(volumes, slices)
     assert torch.equal(pa.low_scores, pb.low_scores)
+    assert torch.equal(a.predict(volumes[:3], slices[:3]).low_scores, pa.low_scores[:3])  # batch-independent
+    assert volume_swap_diagnostic(a, volumes[:4], slices[:4])["max_abs_diff_low"] == 0.0
+    c, _ = resolve_model("chance", seed=8)
+    assert not torch.equal(c.predict(volumes, slices).low_scores, pa.low_scores)
     assert torch.equal(pa.low_label // 27, pa.high_label)  # fine choice inside the coarse choice
     assert len(set(pa.high_label.tolist())) == 27
     from baselines.prior import Prior
@@ -221,3 +225,15 @@ def test_search_accuracy_drops_when_volumes_are_swapped(anatomical_cube: np.ndar
     out = volume_swap_diagnostic(model, volumes, slices, low // 27, low)
     assert out["low_acc"] == 1.0 and out["high_acc"] == 1.0
     assert out["low_drop"] >= 0.5
+
+
+def test_search_recovers_an_oblique_pose(anatomical_cube: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    normal = geometry.random_unit_vectors(rng, 1)[0]
+    u, v = geometry.frame_from_normal(normal, rng.uniform(0, 2 * np.pi))
+    center = rng.uniform(12, 20, 3)
+    image = geometry.sample_slices(anatomical_cube, center, u, v, (16, 16))[0]
+    model, _ = resolve_model("search")
+    pred = model.predict(torch.from_numpy(anatomical_cube)[None, None], torch.from_numpy(image)[None, None])
+    assert np.abs(pred.center_vox[0].numpy() - center).max() < 0.5
+    assert geometry.angle_between_planes_deg(pred.normal[0].double().numpy(), normal) < 1.0
