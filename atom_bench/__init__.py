@@ -34,6 +34,12 @@ _EXPORTS = {
     "prepare_volume": "atom_bench.volumes",
     "get_track": "atom_bench.tracks",
     "dummy_prediction": "atom_bench.predictions",
+    "write_predictions": "atom_bench.predictions",
+    "validate_predictions": "atom_bench.predictions",
+    "Evaluator": "atom_bench.scoring",
+    "score_file": "atom_bench.scoring",
+    "submit": "atom_bench.submissions",
+    "resolve_model": "atom_bench.models",
 }
 
 __all__ = ["AtomBenchError", "__version__", *_EXPORTS]

@@ -392,7 +392,7 @@ def build_benchmark(
         manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and ".labels" not in p.parts}
         write_json_atomic(tmp / "manifest.json", manifest)
         if label_files:
-            _move_labels(tmp / ".labels", labels_dir, manifest)
+            _move_labels(tmp / ".labels", labels_dir, manifest, sha256_file(tmp / "manifest.json"))
     return manifest
 
 
@@ -424,14 +424,17 @@ def _open_label_writers(root: Path, specs: dict[str, TrackSpec], config: BuildCo
     }
 
 
-def _move_labels(staged: Path, target: Path, manifest: dict) -> None:
+def _move_labels(staged: Path, target: Path, manifest: dict, manifest_sha256: str) -> None:
     with atomic_directory(target) as tmp:
         for path in sorted(staged.rglob("*.parquet")):
             dest = tmp / path.relative_to(staged)
             dest.parent.mkdir(parents=True, exist_ok=True)
             path.rename(dest)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*.parquet"))}
-        write_json_atomic(tmp / "labels-manifest.json", {"dataset": manifest["name"], "version": manifest["version"], "files": files})
+        write_json_atomic(
+            tmp / "labels-manifest.json",
+            {"dataset": manifest["name"], "version": manifest["version"], "manifest_sha256": manifest_sha256, "files": files},
+        )
     for path in sorted(staged.rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     staged.rmdir()

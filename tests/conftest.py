@@ -10,6 +10,14 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# Tests run two at a time on two cores: one torch thread each avoids OpenMP oversubscription.
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.load_profile("ci")
 
