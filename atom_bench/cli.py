@@ -150,6 +150,60 @@ def publish(
 
 
 @app.command()
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="Baseline name, module path or module:factory.")] = "regismcan",
+    track: Annotated[str, typer.Option(help="Track to evaluate on.")] = "hard",
+    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test_unseen",
+    weights: Annotated[Optional[Path], typer.Option(help="safetensors weights (default: the shipped ones for the track).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Slices per forward pass.")] = 32,
+    out: Annotated[Optional[Path], typer.Option(help="Prediction file to write (.parquet or .csv).")] = None,
+    diagnostic: Annotated[bool, typer.Option(help="Also score with swapped and blank volumes.")] = True,
+    submit: Annotated[bool, typer.Option("--submit", help="Add the result to submissions/ and regenerate the leaderboards.")] = False,
+    name: Annotated[Optional[str], typer.Option(help="Submission name (default: <model>-<split>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing submission of the same name.")] = False,
+    root: RootOpt = None,
+) -> None:
+    """Run a model over a split, write its predictions, score them and test its use of the volume."""
+    from atom_bench.dataset import load_split
+    from atom_bench.evaluate import evaluate_model, reliance_metrics
+    from atom_bench.scoring import render_scores
+
+    total = len(load_split(track, split, root)) * (3 if diagnostic else 1)
+    with _progress() as progress:
+        task = progress.add_task(f"{model} on {track}/{split}", total=total)
+        scores, path = evaluate_model(
+            model, track, split, weights=weights, batch_size=batch_size, out=out, root=root, diagnostic=diagnostic,
+            on_batch=lambda n: progress.update(task, advance=n),
+        )  # fmt: skip
+    console.print(render_scores(scores))
+    for mode, entry in scores.get("volume_reliance", {}).items():
+        drop = entry.get("drop_high")
+        console.print(
+            f"volume {mode}: {100 * entry['changed_high']:.1f}% of coarse answers change"
+            + (f", top-1 coarse drops {100 * drop['value']:.1f} points [{100 * drop['ci'][0]:.1f}, {100 * drop['ci'][1]:.1f}]" if drop else "")
+        )
+    console.print(f"[green]wrote[/] {path}")
+    if submit:
+        import platform
+
+        from atom_bench.leaderboard import regenerate
+        from atom_bench.submissions import submit as do_submit
+
+        info = scores["model"]
+        meta = {
+            "model_name": info["name"], "authors": ["ATOM-Bench baselines"], "code_url": info.get("code_url") or "https://pypi.org/project/atom-bench/",
+            "n_parameters": int(info["n_parameters"]), "training_data": info["training_data"], "seeds": [0],
+            "hardware": f"{platform.machine()} CPU", "notes": f"weights: {Path(info['weights_file']).name if info['weights_file'] else 'none'}",
+        }  # fmt: skip
+        target = do_submit(
+            path, name=name or f"{info['name']}-{split}", meta=meta, root=root, force=force,
+            extra={"metrics": reliance_metrics(scores), "volume_reliance": scores.get("volume_reliance", {})},
+        )  # fmt: skip
+        regenerate()
+        console.print(f"[green]submitted[/] {target}; leaderboards regenerated")
+
+
+@app.command()
 def show(
     sample_id: Annotated[str, typer.Argument(help="A sample id, e.g. easy-train-colin27_t1-00000.")],
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],

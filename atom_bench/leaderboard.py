@@ -24,13 +24,13 @@ from atom_bench.submissions import load_records
 RANK_METRIC = "top1_high"
 COLUMNS = (
     "top1_high", "top1_low", "top5_high", "top5_low", "dist_mm_median", "within_10mm",
-    "angle_deg_median", "paper_acc1", "paper_acc", "paper_acck1",
+    "angle_deg_median", "paper_acc1", "paper_acc", "paper_acck1", "volume_swap_drop_high",
 )  # fmt: skip
 HEADERS = {
     "top1_high": "top-1 coarse %", "top1_low": "top-1 fine %", "top5_high": "top-5 coarse %",
     "top5_low": "top-5 fine %", "dist_mm_median": "median error mm", "within_10mm": "<= 10 mm %",
     "angle_deg_median": "median angle deg", "paper_acc1": "paper acc1 %", "paper_acc": "paper acc %",
-    "paper_acck1": "paper acck1 %",
+    "paper_acck1": "paper acck1 %", "volume_swap_drop_high": "volume-swap drop (coarse) %",
 }  # fmt: skip
 SPLIT_ORDER = ("test_unseen", "test_seen", "validation", "train")
 FLOORS = ("chance", "prior")

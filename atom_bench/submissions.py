@@ -98,6 +98,7 @@ def submit(
     force: bool = False,
     evaluator: Any = None,
     today: dt.date | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Validate, score and store a submission; returns ``submissions/<track>/<name>``.
 
@@ -108,6 +109,8 @@ def submit(
         root, labels: the benchmark, and a labels file for withheld test labels.
         force: replace an existing record of the same name.
         evaluator: a ready :class:`~atom_bench.scoring.Evaluator` (tests, custom data).
+        extra: additional results stored with the scores (``metrics`` entries are merged; used by
+            ``atom-bench evaluate --submit`` for the volume-reliance diagnostic).
     """
     from atom_bench import predictions as P
     from atom_bench import scoring
@@ -123,6 +126,11 @@ def submit(
         raise SubmissionError(f"{target} already exists; choose another --name or pass --force to replace it")
     ev = evaluator if evaluator is not None else scoring.Evaluator.from_benchmark(track, split, root=root, labels=labels)
     scores = ev.evaluate_file(path)
+    for key, value in (extra or {}).items():
+        if key == "metrics":
+            scores["metrics"] = {**scores["metrics"], **value}
+        else:
+            scores[key] = value
     digest = scores["predictions_sha256"]
     record = {
         **info,

@@ -1,0 +1,212 @@
+"""Run a model over a split, write its prediction file, score it, and test its use of the volume.
+
+The **volume-reliance diagnostic** scores the model twice more on the same slices: once with every
+slice paired with another volume of the benchmark, once with a blank (all-zero) volume. A model
+that ignores the volume (the released RegisMCAN) loses nothing; one that registers the slice
+against the volume drops towards chance. The drops are stored with the scores and shown on the
+leaderboard (``docs/PROTOCOL.md`` section 9).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atom_bench import geometry as geo
+from atom_bench.dataset import load_manifest, load_split, load_volumes
+from atom_bench.errors import ModelError
+from atom_bench.models import ModelMeta, Prediction, SliceLocator, resolve_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "baselines" / "weights"
+VOLUME_MODES = ("own", "swapped", "blank")
+
+
+@dataclass(frozen=True)
+class SplitInputs:
+    """A split's slices ``(N, 1, h, w)``, their volume ids and the cubes ``volume_id -> (S, S, S)``."""
+
+    sample_ids: list[str]
+    volume_ids: list[str]
+    slices: torch.Tensor
+    volumes: dict[str, torch.Tensor]
+    affines: dict[str, np.ndarray]
+
+
+def load_inputs(track: str, split: str, root: str | os.PathLike[str] | None = None) -> SplitInputs:
+    """Everything a model sees for a split (no labels)."""
+    data = load_split(track, split, root)
+    table = data.data.table
+    slices = np.stack(data.with_format("numpy")["slice"]).astype(np.float32)
+    cubes = load_volumes(track, root)
+    return SplitInputs(
+        sample_ids=table.column("sample_id").to_pylist(),
+        volume_ids=table.column("volume_id").to_pylist(),
+        slices=torch.from_numpy(slices)[:, None],
+        volumes={k: torch.from_numpy(v.data) for k, v in cubes.items()},
+        affines={k: v.affine for k, v in cubes.items()},
+    )
+
+
+def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:
+    """The volume each slice is shown with: its own, another (the next id in sorted order), or none."""
+    if mode == "own":
+        return list(inputs.volume_ids)
+    if mode == "blank":
+        return [None] * len(inputs.volume_ids)
+    ids = sorted(inputs.volumes)
+    if len(ids) < 2:
+        raise ModelError("the volume-swap diagnostic needs a benchmark with at least two volumes")
+    return [ids[(ids.index(v) + 1) % len(ids)] for v in inputs.volume_ids]
+
+
+def predict(
+    model: SliceLocator,
+    inputs: SplitInputs,
+    batch_size: int = 32,
+    mode: str = "own",
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Prediction arrays in the scorer's format (``high``, ``low``, top-5 lists, optional pose in mm)."""
+    paired = paired_volume_ids(inputs, mode)
+    size = next(iter(inputs.volumes.values())).shape[0]
+    blank = torch.zeros(size, size, size)
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, len(paired), batch_size):
+            stop = min(start + batch_size, len(paired))
+            volumes = torch.stack([inputs.volumes[v] if v else blank for v in paired[start:stop]])[:, None]
+            out: Prediction = model.predict(volumes, inputs.slices[start:stop])
+            batch = consistent_top5(out.high_scores.float(), out.low_scores.float())
+            if out.center_vox is not None and out.normal is not None:
+                affines = [inputs.affines[v] for v in inputs.volume_ids[start:stop]]
+                centres, normals = out.center_vox.double().numpy(), out.normal.double().numpy()
+                batch["center_mm"] = np.stack([geo.voxel_to_mm(a, c) for a, c in zip(affines, centres, strict=True)])
+                batch["normal_mm"] = np.stack([geo.direction_to_mm(a, n) for a, n in zip(affines, normals, strict=True)])
+            for key, value in batch.items():
+                parts.setdefault(key, []).append(value)
+            if on_batch is not None:
+                on_batch(stop - start)
+    arrays = {key: np.concatenate(value) for key, value in parts.items()}
+    arrays["high"], arrays["low"] = arrays["high_top5"][:, 0], arrays["low_top5"][:, 0]
+    return arrays
+
+
+def consistent_top5(high_scores: torch.Tensor, low_scores: torch.Tensor) -> dict[str, np.ndarray]:
+    """Ranked top-5 coarse and fine answers with the fine top-1 inside the coarse top-1 block.
+
+    The coarse ranking follows ``high_scores``. The fine top-1 is the best fine block inside the
+    coarse top-1 (so ``low // 27 == high``, as the prediction contract requires); the other four
+    fine answers are the best remaining fine blocks anywhere.
+    """
+    high_top5 = high_scores.topk(5, dim=1).indices
+    block = high_top5[:, :1] * 27 + torch.arange(27)
+    first = block.gather(1, low_scores.gather(1, block).argmax(dim=1, keepdim=True))
+    rest = low_scores.scatter(1, first, float("-inf")).topk(4, dim=1).indices
+    return {"high_top5": high_top5.numpy(), "low_top5": torch.cat([first, rest], dim=1).numpy()}
+
+
+def volume_reliance(own: dict[str, np.ndarray], others: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray] | None) -> dict:
+    """How predictions change when the volume is swapped or blanked.
+
+    Returns per mode the fraction of top-1 coarse/fine answers that change and, when labels are
+    known, the top-1 accuracies and the drop (own minus other) with a 95% normal interval over the
+    paired per-slice differences.
+    """
+    result: dict[str, dict] = {}
+    for mode, arrays in others.items():
+        entry = {f"changed_{lvl}": float(np.mean(own[lvl] != arrays[lvl])) for lvl in ("high", "low")}
+        if labels is not None:
+            for lvl in ("high", "low"):
+                right = own[lvl] == labels[lvl]
+                other = arrays[lvl] == labels[lvl]
+                diff = right.astype(float) - other.astype(float)
+                half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+                entry[f"top1_{lvl}_{mode}"] = float(other.mean())
+                entry[f"drop_{lvl}"] = {"value": float(diff.mean()), "ci": [float(diff.mean() - half), float(diff.mean() + half)], "n": len(diff)}
+        result[mode] = entry
+    return result
+
+
+def default_weights(model_spec: str, track: str) -> Path | None:
+    """Shipped weights for a shipped baseline on a track, if any (``baselines/weights/<name>-<track>``)."""
+    name = model_spec.split(":")[0].removeprefix("baselines.")
+    path = WEIGHTS_DIR / f"{name}-{track}.safetensors"
+    return path if path.is_file() else None
+
+
+def build_model(model_spec: str, track: str, weights: str | os.PathLike[str] | None, root=None) -> tuple[SliceLocator, ModelMeta]:
+    """Resolve a model for a track's cube and slice sizes, loading (shipped) weights."""
+    info = load_manifest(root)["tracks"][track]
+    kwargs = {"volume_size": info["size"], "slice_shape": tuple(info["slice_shape"])}
+    if weights is None:
+        weights = default_weights(model_spec, track)
+    if weights is None and model_spec.split(":")[0].removeprefix("baselines.") == "prior":
+        from atom_bench._evaldata import train_counts
+
+        counts = train_counts(track, root)  # the floor is defined by the training split's labels
+        kwargs |= {"high_counts": torch.as_tensor(counts["high"]), "low_counts": torch.as_tensor(counts["low"])}
+    model, meta = resolve_model(model_spec, weights=str(weights) if weights else None, **kwargs)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model, meta
+
+
+def evaluate_model(
+    model_spec: str,
+    track: str = "hard",
+    split: str = "test_unseen",
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    out: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    diagnostic: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict, Path]:
+    """Evaluate a model on a split: returns the scores (with ``volume_reliance``) and the prediction file.
+
+    Args:
+        model_spec: a baseline name, module path or ``module:factory`` (see ``resolve_model``).
+        weights: a safetensors file; shipped baselines default to ``baselines/weights/<name>-<track>``.
+        out: prediction file to write (``.parquet`` or ``.csv``; default
+            ``runs/<model>-<track>-<split>.parquet``).
+        diagnostic: also run the model with swapped and blank volumes (three passes in total).
+        on_batch: called with the number of slices done after every batch (progress bars).
+    """
+    from atom_bench.dataset import dataset_hash
+    from atom_bench.predictions import make_meta, to_frame, write_predictions
+    from atom_bench.scoring import Evaluator
+
+    model, meta = build_model(model_spec, track, weights, root)
+    inputs = load_inputs(track, split, root)
+    own = predict(model, inputs, batch_size, "own", on_batch)
+    evaluator = Evaluator.from_benchmark(track, split, root=root)
+    name = meta.name.replace("/", "_")
+    out = Path(out) if out else Path("runs") / f"{name}-{track}-{split}.parquet"
+    frame = to_frame(own, inputs.sample_ids, make_meta(track, split, dataset_hash(root), evaluator.info["dataset_revision"]))
+    write_predictions(frame, out)
+    scores = evaluator.evaluate_file(out)
+    if diagnostic:
+        data = load_split(track, split, root)
+        labels = None
+        if "high_label" in data.column_names:
+            labels = {"high": np.asarray(data["high_label"]), "low": np.asarray(data["low_label"])}
+        others = {mode: predict(model, inputs, batch_size, mode, on_batch) for mode in ("swapped", "blank")}
+        scores["volume_reliance"] = volume_reliance(own, others, labels)
+    scores["model"] = {**meta.to_dict(), "weights_file": str(weights or default_weights(model_spec, track) or "")}
+    return scores, out
+
+
+def reliance_metrics(scores: dict) -> dict[str, dict]:
+    """The diagnostic's drops as leaderboard metrics (``volume_swap_drop_high``, ``volume_blank_drop_high``)."""
+    out = {}
+    for mode in ("swapped", "blank"):
+        drop = scores.get("volume_reliance", {}).get(mode, {}).get("drop_high")
+        if drop is not None:
+            out[f"volume_{mode.removesuffix('ped')}_drop_high"] = drop
+    return out

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from atom_bench.cli import main
+from atom_bench.evaluate import consistent_top5, evaluate_model
+
+
+def test_consistent_top5_keeps_fine_inside_coarse():
+    rng = torch.Generator().manual_seed(0)
+    high, low = torch.randn(50, 27, generator=rng), torch.randn(50, 729, generator=rng)
+    out = consistent_top5(high, low)
+    assert np.all(out["low_top5"][:, 0] // 27 == out["high_top5"][:, 0])
+    assert all(len(set(row)) == 5 for row in out["low_top5"])
+
+
+def test_a_model_that_uses_the_volume_drops_when_the_volume_is_swapped(small_bench, tmp_path):
+    scores, path = evaluate_model("tests.models.matcher", "easy", "test_seen", root=small_bench, out=tmp_path / "p.parquet")
+    assert path.is_file()
+    assert scores["metrics"]["top1_low"]["value"] == 1.0  # exact on clean axis-aligned slices
+    swapped = scores["volume_reliance"]["swapped"]
+    assert swapped["drop_high"]["value"] > 0.3 and swapped["changed_low"] >= 0.3  # two volumes are mirror copies
+    assert scores["volume_reliance"]["blank"]["drop_high"]["value"] > 0.3
+
+
+def test_the_released_architecture_shows_no_drop(small_bench, tmp_path):
+    scores, _ = evaluate_model("released", "paper", "test_unseen", root=small_bench, out=tmp_path / "r.csv")
+    for mode in ("swapped", "blank"):
+        entry = scores["volume_reliance"][mode]
+        assert entry["changed_high"] == 0.0 and entry["changed_low"] == 0.0
+        assert entry["drop_high"]["value"] == 0.0
+
+
+def test_cli_evaluate_submit_and_leaderboard(small_bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["evaluate", "--model", "tests.models.matcher", "--track", "easy", "--split", "test_unseen",
+                 "--root", str(small_bench), "--submit", "--name", "matcher"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "submissions" / "easy" / "matcher" / "scores.json").read_text())
+    assert record["metrics"]["volume_swap_drop_high"]["value"] > 0
+    board = (tmp_path / "leaderboards" / "easy.md").read_text()
+    assert "matcher" in board and "volume-swap drop" in board and "floor" in board
+
+
+def test_unknown_model_is_a_one_line_error(capsys):
+    assert main(["evaluate", "--model", "regismcna"]) == 2
+    err = capsys.readouterr().err
+    assert "regismcan" in err.lower() and "Traceback" not in err
