@@ -216,6 +216,42 @@ def show(
 
 
 @app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="Learned baseline (regismcan, cnn, vit, released), prior, or module:factory.")],
+    track: Annotated[str, typer.Option("--track", help="Track to train on.")],
+    epochs: Annotated[int, typer.Option(help="Epochs (validation and checkpoint after each).")] = 20,
+    steps_per_epoch: Annotated[int, typer.Option(help="Optimisation steps per epoch.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Slices per step (per process).")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of weights, stream and order.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<model>-<track>); reruns resume.")] = None,
+    source: Annotated[str, typer.Option(help="stream (fresh on-the-fly samples) or split (the fixed train split).")] = "stream",
+    loss: Annotated[str, typer.Option(help="asl or ce.")] = "asl",
+    max_minutes: Annotated[Optional[float], typer.Option(help="Wall-time budget; the run stops, scored and saved, when it runs out.")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Train a model on a track's training volumes; keep the best checkpoint on validation."""
+    import os
+
+    from atom_bench.train import train as run_train
+
+    out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with _progress() as progress:
+        task = progress.add_task(f"{model} on {track}", total=epochs * steps_per_epoch, visible=rank0)
+        summary = run_train(
+            model, track, out=out, root=root, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+            lr=lr, seed=seed, source=source, max_minutes=max_minutes, loss=loss,
+            on_step=lambda step, total: progress.update(task, completed=step),
+        )  # fmt: skip
+    if rank0:
+        console.print(
+            f"best epoch {summary['epoch']} (step {summary['step']}): validation top-1 high "
+            f"{summary['val_top1_high']:.4f}, low {summary['val_top1_low']:.4f}; wrote {summary['best']}"
+        )
+
+
+@app.command()
 def version() -> None:
     """Print the toolkit version."""
     console.print(__version__)
