@@ -165,7 +165,7 @@ def evaluate(
 ) -> None:
     """Run a model over a split, write its predictions, score them and test its use of the volume."""
     from atom_bench.dataset import load_split
-    from atom_bench.evaluate import evaluate_model, reliance_metrics
+    from atom_bench.evaluate import evaluate_model
     from atom_bench.scoring import render_scores
 
     total = len(load_split(track, split, root)) * (3 if diagnostic else 1)
@@ -184,21 +184,10 @@ def evaluate(
         )
     console.print(f"[green]wrote[/] {path}")
     if submit:
-        import platform
-
+        from atom_bench.evaluate import submit_evaluation
         from atom_bench.leaderboard import regenerate
-        from atom_bench.submissions import submit as do_submit
 
-        info = scores["model"]
-        meta = {
-            "model_name": info["name"], "authors": ["ATOM-Bench baselines"], "code_url": info.get("code_url") or "https://pypi.org/project/atom-bench/",
-            "n_parameters": int(info["n_parameters"]), "training_data": info["training_data"], "seeds": [0],
-            "hardware": f"{platform.machine()} CPU", "notes": f"weights: {Path(info['weights_file']).name if info['weights_file'] else 'none'}",
-        }  # fmt: skip
-        target = do_submit(
-            path, name=name or f"{info['name']}-{split}", meta=meta, root=root, force=force,
-            extra={"metrics": reliance_metrics(scores), "volume_reliance": scores.get("volume_reliance", {})},
-        )  # fmt: skip
+        target = submit_evaluation(scores, path, name or f"{scores['model']['name']}-{split}", root=root, force=force)
         regenerate()
         console.print(f"[green]submitted[/] {target}; leaderboards regenerated")
 

@@ -210,3 +210,27 @@ def reliance_metrics(scores: dict) -> dict[str, dict]:
         if drop is not None:
             out[f"volume_{mode.removesuffix('ped')}_drop_high"] = drop
     return out
+
+
+def submit_evaluation(
+    scores: dict, path: str | os.PathLike[str], name: str, *, root=None, force: bool = False,
+    submissions_dir: str | os.PathLike[str] = "submissions", seeds: tuple[int, ...] = (0,),
+) -> Path:
+    """Store an :func:`evaluate_model` result as a submission, metadata taken from the model's record."""
+    import platform
+
+    from atom_bench.submissions import submit
+
+    info = scores["model"]
+    meta = {
+        "model_name": info["name"],
+        "authors": ["ATOM-Bench baselines"],
+        "code_url": info.get("code_url") or "https://pypi.org/project/atom-bench/",
+        "n_parameters": int(info["n_parameters"]),
+        "training_data": info["training_data"],
+        "seeds": list(seeds),
+        "hardware": f"{platform.machine()} CPU",
+        "notes": f"weights: {Path(info['weights_file']).name if info['weights_file'] else 'none'}",
+    }
+    extra = {"metrics": reliance_metrics(scores), "volume_reliance": scores.get("volume_reliance", {})}
+    return submit(path, name=name, meta=meta, root=root, force=force, submissions_dir=submissions_dir, extra=extra)
