@@ -1,0 +1,135 @@
+"""Write baselines/weights/MODEL_CARDS.md from the shipped weights' metadata and the run logs.
+
+    python scripts/write_model_cards.py [--runs runs] [--machine "..."]
+
+Every number in a card comes from the weights file's safetensors metadata (validation scores of
+the exported weights, seed, step, ...) or from the run's ``log.csv`` (steps and wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import platform
+from pathlib import Path
+
+from safetensors import safe_open
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "baselines" / "weights"
+CHANCE_HIGH, CHANCE_LOW = 1 / 27, 1 / 729
+ORDER = {"regismcan": 0, "cnn": 1, "vit": 2, "released": 3, "prior": 4}
+TRACKS = {"paper": 0, "easy": 1, "hard": 2, "histology": 3}
+
+HEADER = """# Model cards: shipped baseline weights
+
+Every file below was produced by `scripts/train_baselines.sh` on the embedded **atom-mini**
+benchmark (dataset hash in each file's metadata), on CPU, each run limited to a few minutes of
+wall time. Learned models train on the on-the-fly stream of the training volumes
+(`--source stream`); the checkpoint kept is the epoch with the best validation top-1 (coarse,
+then fine), see `docs/_drafts/training.md`. Weights are stored in float16 (half the size); the
+validation scores listed are recomputed with those float16 weights (the float32 checkpoint's
+scores are in the metadata as `run_val_top1_*`). **Validation scores are those the checkpoint was
+selected on, so they are optimistic; the test splits were never used.** The validation split is
+128 slices of one held-out volume, so one slice is 0.8 points.
+
+Chance floor: top-1 high 1/27 = {chance_high:.4f}, low 1/729 = {chance_low:.4f}.
+
+| weights | params | steps | wall s | val top-1 high | val top-1 low | beats chance (high / low) |
+|---|---|---|---|---|---|---|
+"""
+
+
+def _meta(path: Path) -> dict[str, str]:
+    with safe_open(str(path), "pt") as fh:
+        return dict(fh.metadata() or {})
+
+
+def _n_params(path: Path) -> int:
+    n = 0
+    with safe_open(str(path), "pt") as fh:
+        for key in fh.keys():
+            n += math.prod(fh.get_slice(key).get_shape())
+    return n
+
+
+def _log(runs: Path, stem: str) -> list[dict[str, str]]:
+    path = runs / stem / "log.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--machine", default=f"{platform.machine()} CPU, {platform.system()}")
+    parser.add_argument("--minutes", default=os.environ.get("MINUTES", "2.5"))
+    parser.add_argument("--epochs", default=os.environ.get("EPOCHS", "100"))
+    parser.add_argument("--steps", default=os.environ.get("STEPS", "20"))
+    args = parser.parse_args()
+
+    files = sorted(WEIGHTS.glob("*.safetensors"), key=lambda p: (TRACKS.get(p.stem.rsplit("-", 1)[1], 9), ORDER.get(p.stem.rsplit("-", 1)[0], 9)))
+    table, sections = [], []
+    for path in files:
+        model, track = path.stem.rsplit("-", 1)
+        meta = _meta(path)
+        rows = _log(args.runs, path.stem)
+        high, low = float(meta["val_top1_high"]), float(meta["val_top1_low"])
+        beats = f"{'yes' if high > CHANCE_HIGH else 'NO'} / {'yes' if low > CHANCE_LOW else 'NO'}"
+        n_params = _n_params(path)
+        if model == "prior":
+            steps, wall = "-", f"{float(rows[-1]['seconds']):.1f}" if rows else "-"
+            command = f"atom-bench train --model prior --track {track} --out runs/prior-{track}"
+            how = "label counts of the `train` split (no optimisation)"
+        else:
+            steps, wall = (rows[-1]["step"], f"{float(rows[-1]['seconds']):.1f}") if rows else (meta.get("step", "?"), meta.get("seconds", "?"))
+            command = (
+                f"OMP_NUM_THREADS=1 atom-bench train --model {model} --track {track} --epochs {args.epochs} "
+                f"--steps-per-epoch {args.steps} --seed {meta['seed']} --max-minutes {args.minutes} --out runs/{model}-{track}"
+            )
+            how = (
+                f"AdamW lr {meta.get('lr')}, loss {meta.get('loss')}, batch {meta.get('batch_size')}, source {meta.get('source')}; "
+                f"best epoch {meta.get('epoch')} at step {meta.get('step')} of {steps} steps run"
+            )
+        table.append(f"| `{path.name}` | {n_params:,} | {steps} | {wall} | {high:.4f} | {low:.4f} | {beats} |")
+        verdict = []
+        if high <= CHANCE_HIGH:
+            verdict.append("does **not** beat chance on the coarse labels within this budget")
+        if low <= CHANCE_LOW:
+            verdict.append("does **not** beat chance on the fine labels within this budget")
+        notes = [f"- Result: {'; '.join(verdict)}." if verdict else "- Result: above chance on both levels."]
+        if model == "released":
+            notes.append(
+                "- Only `paper`: the released architecture is defined for S = 20 and 4 x 4 slices. Our generalisation "
+                "keeps its patch at half the cube (P = S/2, embedding width P^3), so the parameter count grows as S^6: "
+                "11.65 M at S = 20, about 705 M at S = 40 and 12.5 billion at S = 64 (the easy, hard and histology "
+                "tracks), which neither trains on a CPU nor makes a shippable file. It is also the largest file here "
+                "(11.65 M parameters, float16). Its logits do not depend on the volume (cls-token readout, see "
+                "`baselines/released.py`), so at best it learns the label prior."
+            )
+        if model != "prior":
+            notes.append("- Training log (per epoch): " + ", ".join(
+                f"{r['epoch']}: {float(r['val_top1_high']):.3f}/{float(r['val_top1_low']):.3f}" for r in rows
+            ) + " (val top-1 high/low)." if rows else "- Training log: not available.")  # fmt: skip
+        sections.append("\n".join([
+            f"## {path.name}", "",
+            f"- Model `{model}`, track `{track}`, {n_params:,} parameters; {how}.",
+            f"- Command: `{command}`",
+            f"- Seed {meta['seed']}; steps {steps}; wall time {wall} s; machine: {args.machine}.",
+            f"- Validation top-1 high **{high:.4f}**, low **{low:.4f}** "
+            f"(chance {CHANCE_HIGH:.4f} / {CHANCE_LOW:.4f}; float32 checkpoint {float(meta.get('run_val_top1_high') or high):.4f} / "
+            f"{float(meta.get('run_val_top1_low') or low):.4f}).",
+            f"- Toolkit {meta.get('toolkit_version')}, dataset hash `{meta.get('dataset_hash', '')[:16]}...`.",
+            *notes, "",
+        ]))  # fmt: skip
+    text = HEADER.format(chance_high=CHANCE_HIGH, chance_low=CHANCE_LOW) + "\n".join(table) + "\n\n" + "\n".join(sections)
+    (WEIGHTS / "MODEL_CARDS.md").write_text(text, encoding="utf-8")
+    print(f"wrote {WEIGHTS / 'MODEL_CARDS.md'} ({len(files)} files)")
+
+
+if __name__ == "__main__":
+    main()
