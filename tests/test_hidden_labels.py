@@ -1,0 +1,39 @@
+"""A maintainer's hidden test set: build with withheld labels, score with --labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from atom_bench.build import BuildConfig, SplitCounts, build_benchmark
+from atom_bench.cli import main
+from atom_bench.errors import AtomBenchError
+from atom_bench.predictions import dummy_prediction, write_predictions
+from atom_bench.scoring import score_file
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, nibabel_volumes):
+    base = tmp_path_factory.mktemp("hidden")
+    counts = SplitCounts(6, 3, 3, 4)
+    build_benchmark(nibabel_volumes, base / "open", BuildConfig(name="b", tracks=("hard",), counts=counts))
+    build_benchmark(nibabel_volumes, base / "pub", BuildConfig(name="b", tracks=("hard",), counts=counts, withhold_test_labels=True))
+    return base
+
+
+def test_scores_with_hidden_labels_equal_scores_on_the_open_build(builds, tmp_path):
+    pred = tmp_path / "pred.parquet"
+    write_predictions(dummy_prediction("hard", "test_unseen", root=builds / "pub", seed=3), pred)
+    hidden = score_file(pred, root=builds / "pub", labels=builds / "pub-labels")
+    open_pred = tmp_path / "open.parquet"
+    write_predictions(dummy_prediction("hard", "test_unseen", root=builds / "open", seed=3), open_pred)
+    opened = score_file(open_pred, root=builds / "open")
+    assert hidden["metrics"]["top1_high"] == opened["metrics"]["top1_high"]
+    assert hidden["metrics"]["dist_mm_median"] == opened["metrics"]["dist_mm_median"]
+
+
+def test_public_test_split_cannot_be_scored_without_the_labels(builds, tmp_path):
+    pred = tmp_path / "pred.parquet"
+    write_predictions(dummy_prediction("hard", "test_unseen", root=builds / "pub"), pred)
+    with pytest.raises(AtomBenchError):
+        score_file(pred, root=builds / "pub")
+    assert main(["score", str(pred), "--root", str(builds / "pub"), "--labels", str(builds / "pub-labels")]) == 0
