@@ -49,16 +49,18 @@ CHANCE_HIGH, CHANCE_LOW = 1 / 27, 1 / 729
 # Helpers
 
 
-def _dist() -> tuple[int, int]:
-    """``(rank, world_size)``; initialises gloo from the torchrun environment when needed."""
+def _dist() -> tuple[int, int, bool]:
+    """``(rank, world_size, owned)``: initialises gloo from the torchrun environment when no
+    process group exists yet (``owned``: this call created it, and training destroys it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
+        return 0, 1, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), dist.get_world_size(), owned
 
 
 def seed_everything(seed: int) -> None:
@@ -266,7 +268,7 @@ def train(
     if name == "prior":
         return _train_prior(model_spec, track, root, seed, out)
 
-    rank, world = _dist()
+    rank, world, owned = _dist()
     started = time.monotonic()
     seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     size, shape = _track_shape(track, root)
@@ -368,4 +370,6 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()
+        if owned:
+            dist.destroy_process_group()
     return summary
