@@ -36,3 +36,5 @@ for t in $TRACKS; do  # the prior: label counts of the train split
   atom-bench train --model prior --track "$t" --out "$RUNS/prior-$t" > "$RUNS/prior-$t.txt" 2>&1
   cp "$RUNS/prior-$t/best.safetensors" "$WEIGHTS/prior-$t.safetensors"
 done
+python scripts/write_model_cards.py --runs "$RUNS" --minutes "$MINUTES" --epochs "$EPOCHS" --steps "$STEPS" \
+  --machine "${MACHINE:-$(uname -m) CPU, one torch thread per run, two runs at a time}"
