@@ -161,7 +161,7 @@ def main() -> None:
     summary = (
         f"\n\n**Summary.** {above} of {learned} learned checkpoints score above the constant answer on the coarse "
         f"labels; {over_chance} of {learned} beat the uniform chance floor there, but on this budget "
-        "(tens to about 150 steps of 32 slices per run) that mostly means it learned the label prior (central blocks), "
+        "(tens to about 150 steps of 32 slices per run) that mostly means they learned the label prior (central blocks), "
         "which `prior-<track>` gets by counting. These files are starting points and smoke-test weights, not "
         "converged baselines: train longer (more `--epochs`, `--max-minutes`, or a GPU) for real numbers.\n\n"
     )
