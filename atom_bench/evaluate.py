@@ -22,7 +22,11 @@ from atom_bench.dataset import load_manifest, load_split, load_volumes
 from atom_bench.errors import ModelError
 from atom_bench.models import ModelMeta, Prediction, SliceLocator, resolve_model
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "baselines" / "weights"
+def _weights_dir() -> Path:
+    """``baselines/weights`` of the installed baselines package (shipped safetensors and model cards)."""
+    from importlib.resources import files
+
+    return Path(str(files("baselines") / "weights"))
 VOLUME_MODES = ("own", "swapped", "blank")
 
 
@@ -135,7 +139,7 @@ def volume_reliance(own: dict[str, np.ndarray], others: dict[str, dict[str, np.n
 def default_weights(model_spec: str, track: str) -> Path | None:
     """Shipped weights for a shipped baseline on a track, if any (``baselines/weights/<name>-<track>``)."""
     name = model_spec.split(":")[0].removeprefix("baselines.")
-    path = WEIGHTS_DIR / f"{name}-{track}.safetensors"
+    path = _weights_dir() / f"{name}-{track}.safetensors"
     return path if path.is_file() else None
 
 
