@@ -158,7 +158,10 @@ def iter_csv(path: Path, chunk_rows: int, has_meta: bool) -> Iterator[pa.RecordB
         raise PredictionError(f"{path.name}: the header line is not UTF-8 text") from None
     if not header_line.strip():
         raise PredictionError(f"{path.name}: no header line (expected columns sample_id,high,low,...)")
-    names = next(csv.reader(io.StringIO(header_line)))
+    try:
+        names = next(csv.reader(io.StringIO(header_line)))
+    except csv.Error as exc:  # e.g. a lone carriage return inside the header
+        raise PredictionError(f"{path.name}: malformed CSV header ({exc}); write the file with atom_bench.write_predictions") from None
     read = pacsv.ReadOptions(skip_rows=int(has_meta), block_size=max(1 << 16, chunk_rows * 64))
     convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
     try:
