@@ -339,5 +339,21 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run() -> None:
+    """Console-script entry point: :func:`main`, then exit without native-library finalisers.
+
+    Some native libraries loaded by the stack (Arrow, torch) occasionally abort at interpreter
+    shutdown ("terminate called without an active exception"), which would turn a clean exit code
+    into 134. Every file we write is complete (atomic rename) before ``main`` returns, so after
+    flushing the streams the process can end at once with ``main``'s code.
+    """
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
