@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from atom_bench import geometry as geo
-from atom_bench.dataset import load_manifest, load_split, load_volumes
+from atom_bench.dataset import AtomSliceDataset, load_manifest, load_split, load_volumes
 from atom_bench.errors import ModelError
 from atom_bench.models import ModelMeta, Prediction, SliceLocator, resolve_model
 
@@ -42,18 +42,10 @@ class SplitInputs:
 
 
 def load_inputs(track: str, split: str, root: str | os.PathLike[str] | None = None) -> SplitInputs:
-    """Everything a model sees for a split (no labels)."""
-    data = load_split(track, split, root)
-    table = data.data.table
-    slices = np.stack(data.with_format("numpy")["slice"]).astype(np.float32)
-    cubes = load_volumes(track, root)
-    return SplitInputs(
-        sample_ids=table.column("sample_id").to_pylist(),
-        volume_ids=table.column("volume_id").to_pylist(),
-        slices=torch.from_numpy(slices)[:, None],
-        volumes={k: torch.from_numpy(v.data) for k, v in cubes.items()},
-        affines={k: v.affine for k, v in cubes.items()},
-    )
+    """Everything a model sees for a split (no labels), from the split's torch wrapper."""
+    data = AtomSliceDataset(track, split, root)
+    affines = {k: v.affine for k, v in load_volumes(track, root).items()}  # cached: no second read
+    return SplitInputs(data.sample_ids, data.volume_ids, data.slices[:, None], data.volumes, affines)
 
 
 def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:

@@ -18,14 +18,6 @@ LEARNED = ("regismcan", "cnn", "vit")
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the suite runs as 2 xdist workers on 2 shared cores, and OpenMP
-    threads fighting for a busy core make small tensor ops 10-40x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 def _batch(b: int, size: int, hw: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

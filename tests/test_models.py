@@ -21,14 +21,6 @@ from atom_bench.models import (
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the suite runs as 2 xdist workers on 2 shared cores, and OpenMP
-    threads fighting for a busy core make small tensor ops 10-40x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 def _batch(b: int = 2, size: int = 20, hw: tuple[int, int] = (4, 4), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
