@@ -216,6 +216,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<model>-<track>); reruns resume.")] = None,
     source: Annotated[str, typer.Option(help="stream (fresh on-the-fly samples) or split (the fixed train split).")] = "stream",
     loss: Annotated[str, typer.Option(help="asl or ce.")] = "asl",
+    augment: Annotated[bool, typer.Option(help="Stream only: each batch group's volume under a random cube symmetry (48).")] = True,
+    volumes_per_batch: Annotated[int, typer.Option(help="Stream only: distinct training volumes per batch.")] = 4,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-time budget; the run stops, scored and saved, when it runs out.")] = None,
     root: RootOpt = None,
 ) -> None:
@@ -230,7 +232,8 @@ def train(
         task = progress.add_task(f"{model} on {track}", total=epochs * steps_per_epoch, visible=rank0)
         summary = run_train(
             model, track, out=out, root=root, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-            lr=lr, seed=seed, source=source, max_minutes=max_minutes, loss=loss,
+            lr=lr, seed=seed, source=source, max_minutes=max_minutes, loss=loss, augment=augment,
+            volumes_per_batch=volumes_per_batch,
             on_step=lambda step, total: progress.update(task, completed=step),
         )  # fmt: skip
     if rank0:

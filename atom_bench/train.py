@@ -2,9 +2,11 @@
 
     summary = train("cnn", "easy", out=Path("runs/cnn-easy"), epochs=20, steps_per_epoch=50)
 
-- Data: ``source="stream"`` draws fresh batches on the fly from the training volumes
-  (:func:`atom_bench.dataset.stream_samples`, one volume per batch, poses never stored);
-  ``source="split"`` cycles seeded permutations of the fixed ``train`` split.
+- Data: ``source="stream"`` draws fresh batches on the fly from the training volumes (the
+  track's own pose sampler; ``volumes_per_batch`` volumes per batch, each under a random cube
+  symmetry when ``augment``: with four training volumes, the symmetries are what stops a model
+  from learning where slices usually are instead of reading the volume); ``source="split"``
+  cycles seeded permutations of the fixed ``train`` split.
 - After each epoch the model is scored (top-1 coarse and fine) on the ``validation`` split; the
   best epoch (highest coarse top-1, then fine top-1) is kept as ``<out>/best.safetensors`` with
   its metadata (track, seed, epoch, step, scores, toolkit version, dataset hash).
@@ -97,20 +99,65 @@ def _batches_split(track: str, root: Any, batch_size: int, seed: int, rank: int,
         epoch += 1
 
 
-def _batches_stream(track: str, root: Any, batch_size: int, seed: int) -> Iterator[tuple[Tensor, ...]]:
-    """Endless fresh batches rendered on the fly (one volume per batch)."""
-    from atom_bench.dataset import load_volumes, stream_samples
+def cube_symmetry(volume: Any, permutation: Any, flips: Any) -> Any:
+    """``volume`` with its voxel axes permuted then flipped (one of the cube's 48 symmetries).
 
-    vols = {k: torch.from_numpy(v.data) for k, v in load_volumes(track, root).items()}
-    for batch in stream_samples(track, seed, batch_size, root):
-        volume = vols[batch["volume_id"][0]]
-        slices = torch.as_tensor(np.stack(batch["slice"]), dtype=torch.float32)[:, None]
-        yield (
-            volume[None, None].expand(batch_size, 1, *volume.shape),
-            slices,
-            torch.as_tensor(np.asarray(batch["high_label"]), dtype=torch.long),
-            torch.as_tensor(np.asarray(batch["low_label"]), dtype=torch.long),
-        )
+    New axis ``a`` is old axis ``permutation[a]``, reversed where ``flips[a]``. The affine is
+    updated so that every voxel keeps its scanner position: the anatomy is unchanged, only its
+    place in the cube (and so every block label) moves. Used to augment training volumes: a
+    model can no longer learn where slices usually are in 4 volumes, only where they are in this
+    one.
+    """
+    from dataclasses import replace
+
+    size = volume.size
+    data, mask = np.transpose(volume.data, permutation), np.transpose(volume.mask, permutation)
+    axes = tuple(int(a) for a in np.flatnonzero(flips))
+    if axes:
+        data, mask = np.flip(data, axes), np.flip(mask, axes)
+    to_old = np.zeros((4, 4))  # new voxel index (homogeneous) -> old voxel index
+    to_old[3, 3] = 1.0
+    for new_axis, old_axis in enumerate(permutation):
+        sign = -1.0 if flips[new_axis] else 1.0
+        to_old[old_axis, new_axis] = sign
+        to_old[old_axis, 3] = size - 1.0 if flips[new_axis] else 0.0
+    return replace(volume, data=np.ascontiguousarray(data), mask=np.ascontiguousarray(mask), affine=volume.affine @ to_old)
+
+
+def _batches_stream(
+    track: str, root: Any, batch_size: int, seed: int, augment: bool = True, volumes_per_batch: int = 4
+) -> Iterator[tuple[Tensor, ...]]:
+    """Endless fresh batches rendered on the fly from the training volumes.
+
+    Each batch holds ``volumes_per_batch`` groups of slices, each group from one training volume
+    (drawn at random) under a random cube symmetry when ``augment``; poses come from the track's
+    own sampler (:func:`atom_bench.tracks.sample_poses`), so no pose is ever seen twice.
+    """
+    from dataclasses import replace
+
+    from atom_bench.dataset import load_manifest, load_volumes, volume_groups
+    from atom_bench.tracks import TRACK_NAMES, get_track, render_samples, sample_poses
+
+    info = load_manifest(root)["tracks"][track]
+    spec = replace(get_track(track, info["size"]), slice_shape=tuple(info["slice_shape"]), pixel_spacing=info["pixel_spacing"])
+    volumes = load_volumes(track, root)
+    ids = sorted(v for v, g in volume_groups(root).items() if g == "train" and v in volumes)
+    rng = np.random.default_rng([seed, TRACK_NAMES.index(track), 1])
+    groups = max(1, min(volumes_per_batch, batch_size))
+    sizes = [batch_size // groups + (i < batch_size % groups) for i in range(groups)]
+    while True:
+        vols, slices, high, low = [], [], [], []
+        for count in sizes:
+            volume = volumes[ids[rng.integers(len(ids))]]
+            if augment:
+                volume = cube_symmetry(volume, rng.permutation(3), rng.integers(0, 2, size=3))
+            poses = sample_poses(spec, volume, count, rng)
+            columns = render_samples(spec, volume, poses, rng.integers(0, 2**31 - 1, size=count))
+            vols.append(torch.from_numpy(volume.data)[None, None].expand(count, 1, *volume.data.shape))
+            slices.append(torch.as_tensor(np.stack(columns["slice"]), dtype=torch.float32)[:, None])
+            high.append(torch.as_tensor(columns["high_label"], dtype=torch.long))
+            low.append(torch.as_tensor(columns["low_label"], dtype=torch.long))
+        yield torch.cat(vols), torch.cat(slices), torch.cat(high), torch.cat(low)
 
 
 def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
@@ -236,6 +283,8 @@ def train(
     max_minutes: float | None = None,
     resume: bool = True,
     loss: str = "asl",
+    augment: bool = True,
+    volumes_per_batch: int = 4,
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model_spec`` on ``track``; returns the best epoch's validation scores and paths.
@@ -250,6 +299,7 @@ def train(
             and saved when it runs out (a later call resumes).
         resume: continue from ``<out>/state.pt`` if present (otherwise start over).
         loss: ``"asl"`` (asymmetric loss, as the released RegisMCAN) or ``"ce"``.
+        augment / volumes_per_batch: stream only, see the module docstring.
         on_step: called as ``on_step(step, total_steps)`` after each step (progress bars).
 
     Raises:
@@ -263,6 +313,8 @@ def train(
         raise ModelError(f"model {model_spec!r} has nothing to train (it has no learned parameters or counts)")
     if source not in ("stream", "split"):
         raise ModelError(f"unknown source {source!r}; choose 'stream' or 'split'")
+    if volumes_per_batch < 1:
+        raise ModelError(f"volumes_per_batch must be at least 1; got {volumes_per_batch}")
     if loss not in LOSSES:
         raise ModelError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if name == "prior":
@@ -278,10 +330,12 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
 
     state_path, log_path = out / "state.pt", out / "log.csv"
+    config = {"model": model_spec, "track": track, "seed": seed, "source": source, "batch_size": batch_size, "world": world,
+              "augment": augment, "volumes_per_batch": volumes_per_batch}  # fmt: skip
     epoch, step, best_key, seconds_before, rows = 0, 0, (-1.0, -1.0), 0.0, []
     if resume and state_path.is_file():
         state = torch.load(state_path, weights_only=True)
-        if state["config"] != {"model": model_spec, "track": track, "seed": seed, "source": source, "batch_size": batch_size, "world": world}:
+        if state["config"] != config:
             raise ModelError(f"{out} holds a run with other settings {state['config']}; use another --out or resume=False")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -301,7 +355,7 @@ def train(
     else:
         net = model
     batches = (
-        _batches_stream(track, root, batch_size, seed + rank)
+        _batches_stream(track, root, batch_size, seed + rank, augment, volumes_per_batch)
         if source == "stream"
         else _batches_split(track, root, batch_size, seed, rank, world)
     )
@@ -342,14 +396,14 @@ def train(
         key = (scores["val_top1_high"], scores["val_top1_low"])
         meta = _metadata(model_spec, track, seed, root, {
             "epoch": epoch, "step": step, "batch_size": batch_size, "world_size": world, "lr": lr, "loss": loss,
-            "source": source, "eval_batch_size": 32, "seconds": f"{seconds:.1f}", **scores})  # fmt: skip
+            "source": source, "augment": augment, "volumes_per_batch": volumes_per_batch, "eval_batch_size": 32, "seconds": f"{seconds:.1f}", **scores})  # fmt: skip
         if rank == 0:
             if key > best_key:
                 best_key = key
                 save_weights(model, out / "best.safetensors", metadata=meta)
             save_weights(model, out / "last.safetensors", metadata=meta)
             state = {
-                "config": {"model": model_spec, "track": track, "seed": seed, "source": source, "batch_size": batch_size, "world": world},
+                "config": config,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
                 "seconds": seconds, "best_key": list(best_key), "torch_rng": torch.get_rng_state(),
                 "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)), "numpy_pos": int(np.random.get_state()[2]),

@@ -32,6 +32,21 @@ def test_grid_to_label_order_matches_protocol_labels() -> None:
     np.testing.assert_array_equal(ordered, labels.fine_cells(np.arange(729)))
 
 
+def test_volume_encoder_encodes_each_run_of_equal_volumes_once() -> None:
+    from baselines._blocks import VolumeEncoder, consecutive_runs
+
+    a, b = torch.rand(2, 1, 1, 20, 20, 20, generator=torch.Generator().manual_seed(3))
+    volumes = torch.cat([a, a, b, b, b, a])  # the last `a` is not adjacent to the first run
+    first, inverse = consecutive_runs(volumes)
+    assert first.tolist() == [0, 2, 5] and inverse.tolist() == [0, 0, 1, 1, 1, 2]
+    assert torch.equal(volumes[first][inverse], volumes)
+    encoder = VolumeEncoder(8).eval()
+    with torch.no_grad():
+        together = encoder(volumes)
+        one_by_one = torch.cat([encoder(v[None]) for v in volumes])
+    torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-6)
+
+
 def test_released_parameter_counts_match_the_spec() -> None:
     counts = parameter_counts(20, (4, 4))
     assert (counts["slice_net"], counts["high_net"], counts["low_net"]) == (784, 11_112_027, 537_435)
