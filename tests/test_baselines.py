@@ -244,3 +244,79 @@ def test_search_recovers_an_oblique_pose(anatomical_cube: np.ndarray) -> None:
     pred = model.predict(torch.from_numpy(anatomical_cube)[None, None], torch.from_numpy(image)[None, None])
     assert np.abs(pred.center_vox[0].numpy() - center).max() < 0.5
     assert geometry.angle_between_planes_deg(pred.normal[0].double().numpy(), normal) < 1.0
+
+
+def _oblique_slice(cube: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    u, v = geometry.frame_from_normal(geometry.random_unit_vectors(rng, 1)[0], rng.uniform(0, 2 * np.pi))
+    return geometry.sample_slices(cube, rng.uniform(12, 20, 3), u, v, (16, 16))[0]
+
+
+def test_search_batched_predict_matches_per_pair_search(anatomical_cube: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two volumes interleaved in one batch: grouped by volume, the same answers as one pair at a time."""
+    from baselines import search
+    from baselines.search import NCCSearch
+
+    monkeypatch.setattr(search, "SLICE_BATCH", 2)  # the 3 slices of the first volume: 2 + 1
+
+    other = np.ascontiguousarray(np.transpose(anatomical_cube, (2, 0, 1))[::-1])
+    img_a, _, _ = _axis_slices(anatomical_cube, ["axial", "sagittal"], seed=7)
+    img_b, _, _ = _axis_slices(other, ["coronal"], seed=8)
+    images = [img_a[0], img_b[0], _oblique_slice(anatomical_cube, 9), img_a[1], _oblique_slice(other, 10)]
+    cubes = [anatomical_cube, other, anatomical_cube, anatomical_cube, other]
+    volumes = torch.from_numpy(np.stack(cubes))[:, None]
+    slices = torch.from_numpy(np.stack(images))[:, None]
+    model = NCCSearch(n_normals=6, n_rotations=4, top_k=3)
+    pred = model.predict(volumes, slices)
+    assert len(model._cache) == 2  # one entry per distinct volume
+    assert {chunk.dense for entry in model._cache.values() for family in entry.families for chunk in family.chunks} == {True, False}
+
+    single = NCCSearch(n_normals=6, n_rotations=4, top_k=3)
+    results = [single.search(volumes[i, 0], slices[i, 0]) for i in range(len(images))]
+    block = torch.stack([r.block_ncc for r in results])
+    torch.testing.assert_close(pred.low_scores, torch.softmax(block / model.temperature, dim=1), rtol=1e-3, atol=1e-6)
+    assert pred.low_label.tolist() == block.argmax(dim=1).tolist()
+    assert pred.center_vox is not None and pred.normal is not None
+    np.testing.assert_allclose(pred.center_vox.numpy(), np.stack([r.center for r in results]), atol=1e-4)
+    np.testing.assert_allclose(pred.normal.numpy(), np.stack([r.normal for r in results]), atol=1e-4)
+
+
+def test_search_blank_volume_gives_uniform_scores(anatomical_cube: np.ndarray) -> None:
+    """Against an all-zero volume every NCC is 0: uniform scores, centre pose, no search, no cache."""
+    from baselines.search import NCCSearch
+
+    model = NCCSearch(n_normals=0)
+    images, _, _ = _axis_slices(anatomical_cube, ["axial", "coronal"], seed=11)
+    volumes = torch.from_numpy(np.stack([np.zeros_like(anatomical_cube), anatomical_cube]))[:, None]
+    pred = model.predict(volumes, torch.from_numpy(images)[:, None])
+    torch.testing.assert_close(pred.low_scores[0], torch.full((729,), 1 / 729))
+    torch.testing.assert_close(pred.high_scores[0], torch.full((27,), 1 / 27))
+    assert pred.center_vox is not None and pred.normal is not None
+    assert pred.center_vox[0].tolist() == [15.5, 15.5, 15.5]
+    assert pred.normal[0].tolist() == [0.0, 0.0, 1.0]
+    assert pred.low_scores[1].max() > 0.1  # the real volume beside it is searched as usual
+    assert len(model._cache) == 1
+
+
+def test_search_cache_is_bounded_and_reused(anatomical_cube: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached volumes are not resampled again; the least recently used go beyond the entry or byte bound."""
+    from baselines.search import NCCSearch
+
+    cubes = [anatomical_cube, anatomical_cube[::-1], anatomical_cube[:, ::-1]]
+    volumes = torch.from_numpy(np.ascontiguousarray(np.stack(cubes)))[:, None]
+    image = _axis_slices(anatomical_cube, ["axial"], seed=12)[0][0]
+    slices = torch.from_numpy(np.stack([image] * 3))[:, None]
+    model = NCCSearch(n_normals=0, top_k=1, max_iterations=2, cache_volumes=2)
+    builds = []
+    plain = model._family_windows
+    monkeypatch.setattr(model, "_family_windows", lambda *args: builds.append(1) or plain(*args))
+    model.predict(volumes, slices)
+    assert len(builds) == 3 and len(model._cache) == 2  # the oldest volume was evicted
+    model.predict(volumes[1:], slices[1:])  # the two most recent volumes: no resampling
+    assert len(builds) == 3
+    model.predict(volumes[:1], slices[:1])  # the evicted one is resampled
+    assert len(builds) == 4 and len(model._cache) == 2
+    entry = next(iter(model._cache.values()))
+    model.cache_bytes = entry.nbytes - 1  # the byte budget also binds: a new entry does not fit
+    model.predict(volumes[1:2], slices[1:2])
+    assert len(builds) == 5 and len(model._cache) == 0
