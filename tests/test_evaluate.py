@@ -35,6 +35,16 @@ def test_the_released_architecture_shows_no_drop(small_bench, tmp_path):
         assert entry["drop_high"]["value"] == 0.0
 
 
+def test_shipped_cnn_weights_read_the_volume_and_beat_the_prior(tmp_path):
+    """The shipped cnn-easy weights (atom-mini, 7 CPU minutes) on the held-out validation volume:
+    above the training prior, and clearly worse when each slice gets another volume."""
+    scores, _ = evaluate_model("cnn", "easy", "validation", out=tmp_path / "cnn.parquet")
+    top1 = scores["metrics"]["top1_high"]["value"]
+    assert top1 > scores["floors"]["prior"]["metrics"]["top1_high"]["value"] + 0.05
+    swapped = scores["volume_reliance"]["swapped"]
+    assert swapped["drop_high"]["value"] > 0.15 and swapped["changed_high"] > 0.3
+
+
 def test_cli_evaluate_submit_and_leaderboard(small_bench, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = main(["evaluate", "--model", "tests.models.matcher", "--track", "easy", "--split", "test_unseen",
