@@ -331,7 +331,7 @@ def train(
 
     state_path, log_path = out / "state.pt", out / "log.csv"
     config = {"model": model_spec, "track": track, "seed": seed, "source": source, "batch_size": batch_size, "world": world,
-              "augment": augment, "volumes_per_batch": volumes_per_batch}  # fmt: skip
+              "augment": augment, "volumes_per_batch": volumes_per_batch, "loss": loss, "lr": lr}  # fmt: skip
     epoch, step, best_key, seconds_before, rows = 0, 0, (-1.0, -1.0), 0.0, []
     if resume and state_path.is_file():
         state = torch.load(state_path, weights_only=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped baseline weights in baselines/weights/ (CPU, two runs at a time, one
-# torch thread each, at most MINUTES of wall time per run; the released variant uses the
-# asymmetric loss of the released code, the others cross-entropy: see MODEL_CARDS.md). Runs go to runs/<model>-<track>/;
+# torch thread each, at most MINUTES of wall time per run; regismcan and released use the
+# asymmetric loss of the paper, cnn and vit cross-entropy: see MODEL_CARDS.md). Runs go to runs/<model>-<track>/;
 # the best validation checkpoint of each is exported as float16 to baselines/weights/.
 #   bash scripts/train_baselines.sh            # everything
 #   MODELS="cnn" TRACKS="easy" bash scripts/train_baselines.sh
@@ -18,7 +18,7 @@ RUNS=${RUNS:-runs}
 WEIGHTS=baselines/weights
 
 loss_of() {  # the loss each baseline is trained with (model cards repeat it)
-  case $1 in released) echo asl ;; *) echo ce ;; esac
+  case $1 in regismcan | released) echo asl ;; *) echo ce ;; esac
 }
 
 one() {  # model track

@@ -99,8 +99,9 @@ def test_resume_continues_exactly(full_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run resumed again does nothing more
     assert train("cnn", "paper", out=tmp_path, **FAST)["steps_done"] == 6
-    with pytest.raises(ModelError, match="other settings"):
-        train("cnn", "paper", out=tmp_path, **{**FAST, "seed": 1})
+    for changed in ({"seed": 1}, {"loss": "ce"}, {"lr": 1e-4}):  # never resume a run under other settings
+        with pytest.raises(ModelError, match="other settings"):
+            train("cnn", "paper", out=tmp_path, **{**FAST, **changed})
 
 
 def test_split_source_and_time_budget(tmp_path):
