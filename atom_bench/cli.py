@@ -224,8 +224,10 @@ def train(
     """Train a model on a track's training volumes; keep the best checkpoint on validation."""
     import os
 
+    from atom_bench.train import check_settings
     from atom_bench.train import train as run_train
 
+    check_settings(model, source, loss, volumes_per_batch)  # fail before the progress bar starts
     out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with _progress() as progress:

@@ -268,6 +268,24 @@ def _train_prior(spec: str, track: str, root: Any, seed: int, out: Path) -> dict
 # Training
 
 
+def check_settings(model_spec: str, source: str = "stream", loss: str = "asl", volumes_per_batch: int = 4) -> str:
+    """Raise :class:`ModelError` for settings :func:`train` cannot run; return the model's name.
+
+    Cheap (no data, no weights), so a command line can check before it starts a progress bar."""
+    from baselines.losses import LOSSES
+
+    name = resolve_factory(model_spec)[1]
+    if name in NOTHING_TO_TRAIN:
+        raise ModelError(f"model {model_spec!r} has nothing to train (it has no learned parameters or counts)")
+    if source not in ("stream", "split"):
+        raise ModelError(f"unknown source {source!r}; choose 'stream' or 'split'")
+    if volumes_per_batch < 1:
+        raise ModelError(f"--volumes-per-batch must be at least 1; got {volumes_per_batch}")
+    if loss not in LOSSES:
+        raise ModelError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    return name
+
+
 def train(
     model_spec: str,
     track: str,
@@ -305,18 +323,10 @@ def train(
     Raises:
         ModelError: a model with nothing to train (chance, search) or without a ``forward``.
     """
-    from baselines.losses import LOSSES, block_loss
+    from baselines.losses import block_loss
 
     out = Path(out)
-    name = resolve_factory(model_spec)[1]
-    if name in NOTHING_TO_TRAIN:
-        raise ModelError(f"model {model_spec!r} has nothing to train (it has no learned parameters or counts)")
-    if source not in ("stream", "split"):
-        raise ModelError(f"unknown source {source!r}; choose 'stream' or 'split'")
-    if volumes_per_batch < 1:
-        raise ModelError(f"volumes_per_batch must be at least 1; got {volumes_per_batch}")
-    if loss not in LOSSES:
-        raise ModelError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    name = check_settings(model_spec, source, loss, volumes_per_batch)
     if name == "prior":
         return _train_prior(model_spec, track, root, seed, out)
 

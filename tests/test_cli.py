@@ -36,6 +36,9 @@ def test_show_writes_a_png(tmp_path, small_bench):
         (["build", "--volumes", ".", "--out", "x", "--track", "medium"], "unknown track"),
         (["build", "--volumes", ".", "--out", "x", "--size", "8"], "out of range"),
         (["info", "/"], "not a built benchmark"),
+        (["train", "--model", "search", "--track", "paper", "--out", "x"], "nothing to train"),
+        (["train", "--model", "cnn", "--track", "paper", "--volumes-per-batch", "0", "--out", "x"], "--volumes-per-batch must be"),
+        (["train", "--model", "cnn", "--track", "paper", "--loss", "mse", "--out", "x"], "unknown loss"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, tmp_path):
