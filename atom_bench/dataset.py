@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from atom_bench._io import sha256_file
 from atom_bench.errors import DataError
-from atom_bench.tracks import SPLITS, TRACK_NAMES, get_track, render_samples, sample_poses
+from atom_bench.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
 from atom_bench.volumes import Volume
 
 DEFAULT_BENCHMARK = "atom-mini"
@@ -160,6 +160,20 @@ class AtomSliceDataset:
         }
 
 
+def stream_sources(track: str, root: str | os.PathLike[str] | None = None, group: str = "train") -> tuple[TrackSpec, dict[str, Volume]]:
+    """What an on-the-fly stream draws from: the track's spec as built (cube side, slice shape,
+    pixel spacing from the manifest) and the cubes of ``group``'s volumes, by ``volume_id``."""
+    if track not in TRACK_NAMES:
+        raise DataError(f"unknown track {track!r}; choose one of {', '.join(TRACK_NAMES)}")
+    info = load_manifest(root)["tracks"][track]
+    spec = replace(get_track(track, info["size"]), slice_shape=tuple(info["slice_shape"]), pixel_spacing=info["pixel_spacing"])
+    volumes = load_volumes(track, root)
+    chosen = {v: volumes[v] for v, g in volume_groups(root).items() if g == group and v in volumes}
+    if not chosen:
+        raise DataError(f"no volumes in group {group!r} for track {track!r}")
+    return spec, chosen
+
+
 def stream_samples(
     track: str,
     seed: int,
@@ -173,15 +187,8 @@ def stream_samples(
     as a stored split, with poses drawn by the track's own sampler, so a model can train on the
     fly on poses it has never seen. ``seed`` fixes the whole stream.
     """
-    if track not in TRACK_NAMES:
-        raise DataError(f"unknown track {track!r}; choose one of {', '.join(TRACK_NAMES)}")
-    manifest = load_manifest(root)
-    info = manifest["tracks"][track]
-    spec = replace(get_track(track, info["size"]), slice_shape=tuple(info["slice_shape"]), pixel_spacing=info["pixel_spacing"])
-    volumes = load_volumes(track, root)
-    ids = sorted(v for v, g in volume_groups(root).items() if g == group and v in volumes)
-    if not ids:
-        raise DataError(f"no volumes in group {group!r} for track {track!r}")
+    spec, volumes = stream_sources(track, root, group)
+    ids = sorted(volumes)
     rng = np.random.default_rng([seed, TRACK_NAMES.index(track)])
     while True:
         volume = volumes[ids[rng.integers(len(ids))]]

@@ -29,7 +29,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from atom_bench import __version__
 from atom_bench._io import atomic_path
 from atom_bench.errors import ModelError
 from atom_bench.models import resolve_factory, resolve_model, save_weights
+from atom_bench.volumes import Volume
 
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_top1_high", "val_top1_low", "seconds")
 NOTHING_TO_TRAIN = ("chance", "search")
@@ -99,7 +100,7 @@ def _batches_split(track: str, root: Any, batch_size: int, seed: int, rank: int,
         epoch += 1
 
 
-def cube_symmetry(volume: Any, permutation: Any, flips: Any) -> Any:
+def cube_symmetry(volume: Volume, permutation: Sequence[int], flips: Sequence[int]) -> Volume:
     """``volume`` with its voxel axes permuted then flipped (one of the cube's 48 symmetries).
 
     New axis ``a`` is old axis ``permutation[a]``, reversed where ``flips[a]``. The affine is
@@ -133,15 +134,11 @@ def _batches_stream(
     (drawn at random) under a random cube symmetry when ``augment``; poses come from the track's
     own sampler (:func:`atom_bench.tracks.sample_poses`), so no pose is ever seen twice.
     """
-    from dataclasses import replace
+    from atom_bench.dataset import stream_sources
+    from atom_bench.tracks import TRACK_NAMES, render_samples, sample_poses
 
-    from atom_bench.dataset import load_manifest, load_volumes, volume_groups
-    from atom_bench.tracks import TRACK_NAMES, get_track, render_samples, sample_poses
-
-    info = load_manifest(root)["tracks"][track]
-    spec = replace(get_track(track, info["size"]), slice_shape=tuple(info["slice_shape"]), pixel_spacing=info["pixel_spacing"])
-    volumes = load_volumes(track, root)
-    ids = sorted(v for v, g in volume_groups(root).items() if g == "train" and v in volumes)
+    spec, volumes = stream_sources(track, root, "train")
+    ids = sorted(volumes)
     rng = np.random.default_rng([seed, TRACK_NAMES.index(track), 1])
     groups = max(1, min(volumes_per_batch, batch_size))
     sizes = [batch_size // groups + (i < batch_size % groups) for i in range(groups)]
