@@ -62,8 +62,8 @@ def build(
     labels_out: Annotated[Optional[Path], typer.Option(help="Where withheld labels go (default <out>-labels).")] = None,
 ) -> None:
     """Build a benchmark (all tracks and splits) from real volumes."""
-    from atom_bench.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
-    from atom_bench.tracks import TRACK_NAMES
+    from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
+    from atom_bench.core.tracks import TRACK_NAMES
 
     if preset not in PRESETS:
         raise AtomBenchError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -90,8 +90,8 @@ def info(
     verify: Annotated[bool, typer.Option(help="Check every file against the manifest's sha256.")] = True,
 ) -> None:
     """Tracks, splits, sample and volume counts, and checksums of a benchmark."""
-    from atom_bench.dataset import dataset_hash, load_manifest, resolve_root, verify_checksums
-    from atom_bench.tracks import SPLITS
+    from atom_bench.data.dataset import dataset_hash, load_manifest, resolve_root, verify_checksums
+    from atom_bench.core.tracks import SPLITS
 
     base = resolve_root(root)
     manifest = load_manifest(base)
@@ -128,7 +128,7 @@ def download(
     token: Annotated[Optional[str], typer.Option(help="Hub token (default: $HF_TOKEN or the saved login).")] = None,
 ) -> None:
     """Download a benchmark from the Hugging Face Hub and verify its checksums."""
-    from atom_bench import hub
+    from atom_bench.data import hub
 
     path = hub.download(repo or hub.DEFAULT_REPO, revision or hub.DEFAULT_REVISION, out, token=token)
     console.print(f"[green]downloaded[/] {repo or hub.DEFAULT_REPO}@{revision or hub.DEFAULT_REVISION} to {path} (checksums verified)")
@@ -143,7 +143,7 @@ def publish(
     token: Annotated[Optional[str], typer.Option(help="Hub token with write access (default: $HF_TOKEN).")] = None,
 ) -> None:
     """Upload a built benchmark with its dataset card to the Hugging Face Hub."""
-    from atom_bench import hub
+    from atom_bench.data import hub
 
     commit = hub.publish(path, repo, token=token, revision_tag=tag, private=private)
     console.print(f"[green]published[/] {path} to {repo} at commit {commit}" + (f" (tag {tag})" if tag else ""))
@@ -164,9 +164,9 @@ def evaluate(
     root: RootOpt = None,
 ) -> None:
     """Run a model over a split, write its predictions, score them and test its use of the volume."""
-    from atom_bench.dataset import load_split
-    from atom_bench.evaluate import evaluate_model
-    from atom_bench.scoring import render_scores
+    from atom_bench.data.dataset import load_split
+    from atom_bench.models.run import evaluate_model
+    from atom_bench.eval.scoring import render_scores
 
     total = len(load_split(track, split, root)) * (3 if diagnostic else 1)
     with _progress() as progress:
@@ -184,8 +184,8 @@ def evaluate(
         )
     console.print(f"[green]wrote[/] {path}")
     if submit:
-        from atom_bench.evaluate import submit_evaluation
-        from atom_bench.leaderboard import regenerate
+        from atom_bench.models.run import submit_evaluation
+        from atom_bench.board.leaderboard import regenerate
 
         target = submit_evaluation(scores, path, name or f"{scores['model']['name']}-{split}", root=root, force=force)
         regenerate()
@@ -224,8 +224,8 @@ def train(
     """Train a model on a track's training volumes; keep the best checkpoint on validation."""
     import os
 
-    from atom_bench.train import check_settings
-    from atom_bench.train import train as run_train
+    from atom_bench.models.train import check_settings
+    from atom_bench.models.train import train as run_train
 
     check_settings(model, source, loss, volumes_per_batch)  # fail before the progress bar starts
     out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
@@ -263,7 +263,7 @@ def validate(
     root: RootOpt = None,
 ) -> None:
     """Check a prediction file against a split (ids, types, ranges, top-5 lists, dataset)."""
-    from atom_bench.predictions import validate_predictions
+    from atom_bench.eval.predictions import validate_predictions
 
     frame = validate_predictions(predictions, track, split, root)
     console.print(f"[green]valid[/] {predictions}: {len(frame)} predictions for {track}/{split}")
@@ -278,7 +278,7 @@ def score(
 ) -> None:
     """Validate and score a prediction file; print the metrics with floors and write JSON."""
     from atom_bench._io import write_json_atomic
-    from atom_bench.scoring import render_scores, score_file
+    from atom_bench.eval.scoring import render_scores, score_file
 
     result = score_file(predictions, root=root, labels=labels)
     target = out or predictions.with_name(predictions.name.rsplit(".", 1)[0] + ".scores.json")
@@ -298,7 +298,7 @@ def submit(
     root: RootOpt = None,
 ) -> None:
     """Validate, score and store a submission under submissions/<track>/<name>/."""
-    from atom_bench.submissions import submit as do_submit
+    from atom_bench.board.submissions import submit as do_submit
 
     target = do_submit(predictions, name=name, meta=meta, root=root, labels=labels, submissions_dir=submissions, force=force)
     console.print(f"[green]submitted[/] {target}; run `atom-bench leaderboard` to update the tables")
@@ -311,7 +311,7 @@ def leaderboard(
     check: Annotated[bool, typer.Option("--check", help="Only check that the files match the submissions (CI).")] = False,
 ) -> None:
     """Regenerate leaderboards/<track>.md, <track>.csv and index.html from the submissions."""
-    from atom_bench import leaderboard as lb
+    from atom_bench.board import leaderboard as lb
 
     if check:
         bad = lb.stale(submissions, out)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atom_bench.models import Prediction
+from atom_bench.models.registry import Prediction
 
 N_HIGH = 27
 N_LOW = 729

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from atom_bench.models import ModelMeta, Prediction
+from atom_bench.models.registry import ModelMeta, Prediction
 from baselines._blocks import N_HIGH, N_LOW, check_inputs
 
 

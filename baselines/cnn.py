@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from atom_bench.models import ModelMeta, count_parameters
+from atom_bench.models.registry import ModelMeta, count_parameters
 from baselines._blocks import LearnedLocator, Logits, SliceEncoder, VolumeEncoder, check_inputs, grid_to_label_order
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from atom_bench.errors import ModelError
-from atom_bench.models import ModelMeta, Prediction, read_safetensors
+from atom_bench.models.registry import ModelMeta, Prediction, read_safetensors
 from baselines._blocks import N_HIGH, N_LOW, check_inputs
 
 
@@ -65,7 +65,7 @@ class Prior(nn.Module):
 
 def save_counts(path: str | Path, high_counts: Tensor, low_counts: Tensor) -> Path:
     """Write a prior counts file (safetensors) usable as ``--weights`` of the prior."""
-    from atom_bench.models import save_weights
+    from atom_bench.models.registry import save_weights
 
     return save_weights(Prior(high_counts, low_counts), path, metadata={"model": "prior"})
 

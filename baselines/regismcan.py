@@ -15,7 +15,7 @@ What the paper describes and the released code does not do (``original-atom-spec
 All attention uses ``scaled_dot_product_attention`` and the token counts are fixed by the block
 grid (27, 27 x 27, 16 slice tokens), so memory grows only through the conv stem, linearly in
 ``S^3``; the parameter count does not depend on ``S`` or on the slice size.
-Trained, as in the paper, with the asymmetric loss (``baselines.losses.asymmetric_loss``,
+Trained, as in the paper, with the asymmetric loss (``atom_bench.models.losses.asymmetric_loss``,
 gamma_neg 4, gamma_pos 0, clip 0.05; ``--loss asl``); the output heads start at the prior
 probabilities that loss expects (1/27, 1/729), so its first steps are not spent pushing 756
 sigmoids down from 0.5.
@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from atom_bench.models import ModelMeta, count_parameters
+from atom_bench.models.registry import ModelMeta, count_parameters
 from baselines._blocks import (
     N_HIGH,
     LearnedLocator,

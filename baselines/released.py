@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atom_bench.errors import ModelError
-from atom_bench.models import ModelMeta, count_parameters
+from atom_bench.models.registry import ModelMeta, count_parameters
 from baselines._blocks import N_HIGH, LearnedLocator, Logits, check_inputs
 
 HEADS = 4

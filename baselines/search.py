@@ -25,7 +25,7 @@ For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 
    voxel), then a pattern search over the centre (steps along the three axes) and the
    orientation (small rotations about ``u``, ``v`` and ``n``), halving the steps when no move
    improves the NCC (a start whose steps are all below 0.05 voxel and 0.05 degree is done and
-   no longer scored). Pixel positions are those of the reference ``atom_bench.geometry.slice_points``
+   no longer scored). Pixel positions are those of the reference ``atom_bench.core.geometry.slice_points``
    and are read trilinearly with ``grid_sample`` (the same values as the reference
    ``geometry.sample_points(..., "linear")`` to float precision, about 20x faster), so an exact
    pose reproduces the slice.
@@ -62,8 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atom_bench import geometry
-from atom_bench.models import ModelMeta, Prediction
+from atom_bench.core import geometry
+from atom_bench.models.registry import ModelMeta, Prediction
 from baselines._blocks import N_HIGH, N_LOW, check_inputs
 
 _GOLDEN = math.pi * (3.0 - math.sqrt(5.0))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atom_bench.models import ModelMeta, count_parameters
+from atom_bench.models.registry import ModelMeta, count_parameters
 from baselines._blocks import FINE, N_HIGH, LearnedLocator, Logits, SABlock, _standardise, check_inputs, grid_to_label_order, sinusoidal_positions
 
 N_SLICE_TOKENS = 16

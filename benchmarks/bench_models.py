@@ -39,7 +39,7 @@ def _volume(size: int, batch: int, seed: int = 0, distinct: bool = False):
     import torch.nn.functional as F
 
     try:
-        from atom_bench.dataset import load_volume
+        from atom_bench.data.dataset import load_volume
 
         cube = torch.from_numpy(load_volume("colin27_t1", "hard").data.copy()).float()[None, None]
         cube = F.interpolate(cube, size=(size,) * 3, mode="trilinear", align_corners=False)
@@ -66,7 +66,7 @@ def _slices(volumes, hw: tuple[int, int]):
 def run_inference(cfg: dict) -> dict:
     import torch
 
-    from atom_bench.models import resolve_model
+    from atom_bench.models.registry import resolve_model
 
     volumes = _volume(cfg["size"], cfg["batch"])
     slices = _slices(volumes, tuple(cfg["slice"]))
@@ -88,8 +88,8 @@ def run_inference(cfg: dict) -> dict:
 def run_training(cfg: dict) -> dict:
     import torch
 
-    from atom_bench.models import resolve_model
-    from baselines.losses import block_loss
+    from atom_bench.models.registry import resolve_model
+    from atom_bench.models.losses import block_loss
 
     volumes = _volume(cfg["size"], cfg["batch"], distinct=True)
     slices = _slices(volumes, tuple(cfg["slice"]))

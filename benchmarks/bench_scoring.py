@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from atom_bench import labels as L
-from atom_bench import predictions as P
-from atom_bench._predcheck import distinct_rows
-from atom_bench.scoring import Evaluator
+from atom_bench.core import labels as L
+from atom_bench.eval import predictions as P
+from atom_bench.eval.checks import distinct_rows
+from atom_bench.eval.scoring import Evaluator
 
 MANIFEST = "0" * 64
 

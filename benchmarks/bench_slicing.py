@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from atom_bench import geometry as geo
-from atom_bench.dataset import load_volume
+from atom_bench.core import geometry as geo
+from atom_bench.data.dataset import load_volume
 
 
 def loop_slice(volume: np.ndarray, center, u, v, h: int, w: int, order: str) -> np.ndarray:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from atom_bench.evaluate import evaluate_model, submit_evaluation
-from atom_bench.leaderboard import regenerate
-from atom_bench.tracks import SPLITS, TRACK_NAMES
+from atom_bench.models.run import evaluate_model, submit_evaluation
+from atom_bench.board.leaderboard import regenerate
+from atom_bench.core.tracks import SPLITS, TRACK_NAMES
 
 MODELS = ("chance", "prior", "regismcan", "released", "cnn", "vit", "search")
 # The released architecture only fits at the paper track's 20^3 cube (its size grows as S^6).

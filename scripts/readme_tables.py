@@ -3,7 +3,7 @@ metrics, with the same model's test_seen coarse top-1 beside them."""
 
 from __future__ import annotations
 
-from atom_bench.submissions import load_records
+from atom_bench.board.submissions import load_records
 
 
 def pct(cell: dict | None) -> str:

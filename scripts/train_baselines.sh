@@ -25,7 +25,7 @@ one() {  # model track
   local m=$1 t=$2 dir="$RUNS/$1-$2"
   atom-bench train --model "$m" --track "$t" --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --loss "$(loss_of "$m")" \
     --seed "$SEED" --max-minutes "$MINUTES" --out "$dir" > "$dir.txt" 2>&1
-  python -c "from atom_bench.train import export_weights as e; print(e('$m', '$t', '$dir/best.safetensors', '$WEIGHTS/$m-$t.safetensors'))" >> "$dir.txt"
+  python -c "from atom_bench.models.train import export_weights as e; print(e('$m', '$t', '$dir/best.safetensors', '$WEIGHTS/$m-$t.safetensors'))" >> "$dir.txt"
 }
 
 mkdir -p "$RUNS" "$WEIGHTS"

@@ -66,7 +66,7 @@ def _majority(track: str) -> tuple[float, float]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from atom_bench.dataset import split_files
+    from atom_bench.data.dataset import split_files
 
     labels = {"high_label": [], "low_label": []}
     for path in split_files(track, "validation"):

@@ -59,7 +59,7 @@ def nibabel_volumes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_config():
-    from atom_bench.build import BuildConfig, SplitCounts
+    from atom_bench.data.build import BuildConfig, SplitCounts
 
     return BuildConfig(name="small", counts=SplitCounts(train=12, validation=6, test_seen=6, test_unseen=6), seed=7)
 
@@ -67,7 +67,7 @@ def small_config():
 @pytest.fixture(scope="session")
 def small_bench(tmp_path_factory, nibabel_volumes, small_config) -> Path:
     """A real benchmark built from nibabel's scans (all four tracks)."""
-    from atom_bench.build import build_benchmark, read_volume_sources
+    from atom_bench.data.build import build_benchmark, read_volume_sources
 
     sources = read_volume_sources(nibabel_volumes, small_config.seed)
     # pin groups so that every split is populated: two training subjects, one unseen

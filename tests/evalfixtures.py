@@ -1,7 +1,7 @@
 """Synthetic labels / volumes / predictions for the evaluation tests and benchmarks.
 
 Labels are geometrically consistent: centres are drawn in each volume's cube, partition labels
-follow PROTOCOL 3.3 (``atom_bench.labels``), millimetres follow a random rotation-and-scale
+follow PROTOCOL 3.3 (``atom_bench.core.labels``), millimetres follow a random rotation-and-scale
 cube affine. Paper labels are random sorted lists (the scorer does not re-derive them).
 """
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from atom_bench import labels as L
-from atom_bench import predictions as P
-from atom_bench._predcheck import distinct_rows
+from atom_bench.core import labels as L
+from atom_bench.eval import predictions as P
+from atom_bench.eval.checks import distinct_rows
 
 
 def _list_series(values: np.ndarray | list, width: int | None = None) -> pd.Series:

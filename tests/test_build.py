@@ -9,12 +9,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from atom_bench import geometry as geo
-from atom_bench import labels
-from atom_bench.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
-from atom_bench.dataset import load_manifest, load_split, load_volume, verify_checksums
+from atom_bench.core import geometry as geo
+from atom_bench.core import labels
+from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
+from atom_bench.data.dataset import load_manifest, load_split, load_volume, verify_checksums
 from atom_bench.errors import DataError, VolumeError
-from atom_bench.tracks import SPLITS, TRACKS
+from atom_bench.core.tracks import SPLITS, TRACKS
 
 
 def _columns(dataset) -> dict[str, np.ndarray]:
@@ -82,7 +82,7 @@ def test_labels_agree_with_stored_pose_and_slice(small_bench, track):
         volume = load_volume(str(data["volume_id"][row]), track, small_bench)
         np.testing.assert_allclose(data["center_mm"][row], geo.voxel_to_mm(volume.affine, centers[row]), atol=1e-6)
         if not spec.histology:
-            from atom_bench.tracks import pixel_offsets
+            from atom_bench.core.tracks import pixel_offsets
 
             rows, cols = pixel_offsets(spec)
             points = geo.slice_points(centers[row][None], u[row][None], v[row][None], rows, cols)

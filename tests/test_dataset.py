@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import atom_bench
-from atom_bench.dataset import (
+from atom_bench.data.dataset import (
     AtomSliceDataset,
     dataset_hash,
     embedded_root,

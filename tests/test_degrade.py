@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atom_bench import degrade as d
+from atom_bench.core import degrade as d
 
 
 @given(st.integers(0, 2**31 - 1))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from atom_bench.cli import main
-from atom_bench.evaluate import consistent_top5, evaluate_model
+from atom_bench.models.run import consistent_top5, evaluate_model
 
 
 def test_consistent_top5_keeps_fine_inside_coarse():

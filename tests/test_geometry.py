@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atom_bench import geometry as g
+from atom_bench.core import geometry as g
 
 finite = st.floats(-1.0, 1.0, allow_nan=False)
 vectors = st.tuples(finite, finite, finite).filter(lambda v: np.linalg.norm(v) > 1e-3)

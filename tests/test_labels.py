@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atom_bench import labels as L
+from atom_bench.core import labels as L
 
 sizes = st.integers(16, 256)
 

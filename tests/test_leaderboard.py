@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from atom_bench import leaderboard as lb
-from atom_bench import predictions as P
+from atom_bench.board import leaderboard as lb
+from atom_bench.eval import predictions as P
 from atom_bench.cli import main
-from atom_bench.scoring import Evaluator
-from atom_bench.submissions import submit
+from atom_bench.eval.scoring import Evaluator
+from atom_bench.board.submissions import submit
 from tests.evalfixtures import make_predictions, make_tables
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atom_bench import labels as L
-from atom_bench import metrics as M
+from atom_bench.core import labels as L
+from atom_bench.eval import metrics as M
 
 
 def test_topk_hit_by_hand() -> None:

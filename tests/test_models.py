@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from atom_bench.errors import ModelError
-from atom_bench.models import (
+from atom_bench.models.registry import (
     BASELINES,
     ModelMeta,
     Prediction,
@@ -59,7 +59,7 @@ def test_user_module_file_and_bare_factory(tmp_path, monkeypatch) -> None:
     code = textwrap.dedent(
         """
         import torch
-        from atom_bench.models import Prediction
+        from atom_bench.models.registry import Prediction
 
         class Constant:
             def predict(self, volumes, slices):

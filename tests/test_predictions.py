@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import atom_bench
-from atom_bench import predictions as P
+from atom_bench.eval import predictions as P
 from atom_bench.errors import PredictionError
 
 MANIFEST = "ab" * 32

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 import atom_bench
-from atom_bench import _bootstrap, _evaldata
-from atom_bench import predictions as P
+from atom_bench.eval import intervals as _bootstrap
+from atom_bench.data import reference as _evaldata
+from atom_bench.eval import predictions as P
 from atom_bench.cli import main
 from atom_bench.errors import DataError, PredictionError
-from atom_bench.scoring import METRICS, Evaluator, score_file
+from atom_bench.eval.scoring import METRICS, Evaluator, score_file
 from tests.evalfixtures import make_predictions, make_tables
 
 

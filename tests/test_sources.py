@@ -12,7 +12,7 @@ import pytest
 
 import atom_bench
 from atom_bench._io import sha256_file
-from atom_bench.volumes import prepare_volume
+from atom_bench.core.volumes import prepare_volume
 
 SOURCES = Path(atom_bench.__file__).parent / "data" / "sources"
 COLUMNS = ["path", "volume_id", "subject", "modality", "group", "source", "licence"]

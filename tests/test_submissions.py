@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 import atom_bench
-from atom_bench import predictions as P
+from atom_bench.eval import predictions as P
 from atom_bench.cli import main
-from atom_bench.scoring import Evaluator
-from atom_bench.submissions import SubmissionError, check_metadata, load_records, submit
+from atom_bench.eval.scoring import Evaluator
+from atom_bench.board.submissions import SubmissionError, check_metadata, load_records, submit
 from tests.evalfixtures import make_predictions, make_tables
 
 META = {

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atom_bench import geometry as geo
-from atom_bench.dataset import load_split, load_volume
+from atom_bench.core import geometry as geo
+from atom_bench.data.dataset import load_split, load_volume
 from atom_bench.errors import AtomBenchError
-from atom_bench.tracks import TRACKS, get_track, pixel_offsets, render_samples, sample_poses
+from atom_bench.core.tracks import TRACKS, get_track, pixel_offsets, render_samples, sample_poses
 
 
 def test_paper_track_follows_the_released_generator():
@@ -66,7 +66,7 @@ def test_sampling_is_a_pure_function_of_the_seed():
 def test_stored_histology_slices_are_reproducible_from_their_row():
     row = load_split("histology", "test_unseen")[0]
     volume = load_volume(row["volume_id"], "histology")
-    from atom_bench.tracks import Poses
+    from atom_bench.core.tracks import Poses
 
     poses = Poses(np.array([row["center_vox"]]), np.array([row["u"]]), np.array([row["v"]]), ("oblique",))
     again = render_samples(TRACKS["histology"], volume, poses, np.array([row["seed"]]))

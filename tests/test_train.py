@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from atom_bench.dataset import dataset_hash
+from atom_bench.data.dataset import dataset_hash
 from atom_bench.errors import ModelError
-from atom_bench.models import read_safetensors, resolve_model
-from atom_bench.train import CHANCE_HIGH, LOG_COLUMNS, _batches_stream, cube_symmetry, read_log, train, validate
-from atom_bench.volumes import Volume
+from atom_bench.models.registry import read_safetensors, resolve_model
+from atom_bench.models.train import CHANCE_HIGH, LOG_COLUMNS, _batches_stream, cube_symmetry, read_log, train, validate
+from atom_bench.core.volumes import Volume
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "baselines" / "weights"
 CARDS = WEIGHTS / "MODEL_CARDS.md"
@@ -63,8 +63,8 @@ def t1_validation_bench(tmp_path_factory) -> Path:
     harder and noisier target for a test)."""
     import dataclasses
 
-    from atom_bench.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
-    from atom_bench.dataset import embedded_root
+    from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
+    from atom_bench.data.dataset import embedded_root
 
     sources = read_volume_sources(embedded_root().parent / "sources" / "sources.csv")
     groups = {"itk_t1": "validation", "aniso_dwi": "unseen"}

@@ -1,4 +1,4 @@
-"""Tests for atom_bench.volumes (PROTOCOL section 2), on real nibabel fixtures and synthetic grids."""
+"""Tests for atom_bench.core.volumes (PROTOCOL section 2), on real nibabel fixtures and synthetic grids."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from atom_bench.errors import VolumeError
-from atom_bench.volumes import (
+from atom_bench.core.volumes import (
     Volume,
     foreground_mask,
     load_image,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atom_bench.labels import high_label, low_label
-from atom_bench.models import ModelMeta, Prediction
+from atom_bench.core.labels import high_label, low_label
+from atom_bench.models.registry import ModelMeta, Prediction
 
 
 class AxisMatcher:

@@ -40,8 +40,8 @@ from torch import Tensor
 from atom_bench import __version__
 from atom_bench._io import atomic_path
 from atom_bench.errors import ModelError
-from atom_bench.models import resolve_factory, resolve_model, save_weights
-from atom_bench.volumes import Volume
+from atom_bench.models.registry import resolve_factory, resolve_model, save_weights
+from atom_bench.core.volumes import Volume
 
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_top1_high", "val_top1_low", "seconds")
 NOTHING_TO_TRAIN = ("chance", "search")
@@ -73,7 +73,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _track_shape(track: str, root: Any) -> tuple[int, tuple[int, int]]:
-    from atom_bench.dataset import load_manifest
+    from atom_bench.data.dataset import load_manifest
     from atom_bench.errors import DataError
 
     tracks = load_manifest(root)["tracks"]
@@ -85,7 +85,7 @@ def _track_shape(track: str, root: Any) -> tuple[int, tuple[int, int]]:
 
 def _batches_split(track: str, root: Any, batch_size: int, seed: int, rank: int, world: int) -> Iterator[tuple[Tensor, ...]]:
     """Endless batches from the train split: seeded permutations, each rank its own shard."""
-    from atom_bench.dataset import AtomSliceDataset
+    from atom_bench.data.dataset import AtomSliceDataset
 
     data = AtomSliceDataset(track, "train", root)
     n = len(data)
@@ -132,10 +132,10 @@ def _batches_stream(
 
     Each batch holds ``volumes_per_batch`` groups of slices, each group from one training volume
     (drawn at random) under a random cube symmetry when ``augment``; poses come from the track's
-    own sampler (:func:`atom_bench.tracks.sample_poses`), so no pose is ever seen twice.
+    own sampler (:func:`atom_bench.core.tracks.sample_poses`), so no pose is ever seen twice.
     """
-    from atom_bench.dataset import stream_sources
-    from atom_bench.tracks import TRACK_NAMES, render_samples, sample_poses
+    from atom_bench.data.dataset import stream_sources
+    from atom_bench.core.tracks import TRACK_NAMES, render_samples, sample_poses
 
     spec, volumes = stream_sources(track, root, "train")
     ids = sorted(volumes)
@@ -166,7 +166,7 @@ def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
 @torch.no_grad()
 def validate(model: Any, track: str, root: Any = None, batch_size: int = 32, split: str = "validation") -> dict[str, float]:
     """Top-1 coarse and fine accuracy of ``model.predict`` on a split (eval mode, in order)."""
-    from atom_bench.dataset import AtomSliceDataset
+    from atom_bench.data.dataset import AtomSliceDataset
 
     data = AtomSliceDataset(track, split, root)
     was_training = getattr(model, "training", False)
@@ -185,7 +185,7 @@ def validate(model: Any, track: str, root: Any = None, batch_size: int = 32, spl
 
 
 def _metadata(spec: str, track: str, seed: int, root: Any, extra: dict[str, Any]) -> dict[str, str]:
-    from atom_bench.dataset import dataset_hash
+    from atom_bench.data.dataset import dataset_hash
 
     meta = {"model": spec, "track": track, "seed": seed, "toolkit_version": __version__, "dataset_hash": dataset_hash(root)}
     meta.update(extra)
@@ -219,7 +219,7 @@ def export_weights(
     weights (loaded back into the float32 model, as ``resolve_model(weights=...)`` does) and
     written to the metadata; the run's own scores stay as ``run_val_top1_*``.
     """
-    from atom_bench.models import read_safetensors
+    from atom_bench.models.registry import read_safetensors
 
     size, shape = _track_shape(track, root)
     model, _ = resolve_model(model_spec, volume_size=size, slice_shape=shape)
@@ -245,7 +245,7 @@ def export_weights(
 
 
 def _train_prior(spec: str, track: str, root: Any, seed: int, out: Path) -> dict[str, Any]:
-    from atom_bench.dataset import AtomSliceDataset
+    from atom_bench.data.dataset import AtomSliceDataset
 
     start = time.monotonic()
     data = AtomSliceDataset(track, "train", root)
@@ -269,7 +269,7 @@ def check_settings(model_spec: str, source: str = "stream", loss: str = "asl", v
     """Raise :class:`ModelError` for settings :func:`train` cannot run; return the model's name.
 
     Cheap (no data, no weights), so a command line can check before it starts a progress bar."""
-    from baselines.losses import LOSSES
+    from atom_bench.models.losses import LOSSES
 
     name = resolve_factory(model_spec)[1]
     if name in NOTHING_TO_TRAIN:
@@ -320,7 +320,7 @@ def train(
     Raises:
         ModelError: a model with nothing to train (chance, search) or without a ``forward``.
     """
-    from baselines.losses import block_loss
+    from atom_bench.models.losses import block_loss
 
     out = Path(out)
     name = check_settings(model_spec, source, loss, volumes_per_batch)

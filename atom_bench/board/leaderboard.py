@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from atom_bench._io import write_text_atomic
-from atom_bench.submissions import load_records
+from atom_bench.board.submissions import load_records
 
 RANK_METRIC = "top1_high"
 COLUMNS = (

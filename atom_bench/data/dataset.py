@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 from atom_bench._io import sha256_file
 from atom_bench.errors import DataError
-from atom_bench.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
-from atom_bench.volumes import Volume
+from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
+from atom_bench.core.volumes import Volume
 
 DEFAULT_BENCHMARK = "atom-mini"
 ENV_ROOT = "ATOM_BENCH_DATA"

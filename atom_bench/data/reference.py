@@ -1,7 +1,7 @@
 """What the evaluation side reads from a built benchmark (private, thin).
 
 Only the small columns are read (never ``slice`` or ``voxels``). The benchmark root and the
-manifest come from :mod:`atom_bench.dataset`. The **labels file** used for hidden test labels
+manifest come from :mod:`atom_bench.data.dataset`. The **labels file** used for hidden test labels
 is a parquet file (or a directory of them, as ``atom-bench build`` writes) holding the label
 columns of the sample rows; see :func:`read_labels`.
 """
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atom_bench.errors import DataError
-from atom_bench.metrics import MultiHot
+from atom_bench.eval.metrics import MultiHot
 
 LABEL_COLUMNS = (
     "sample_id", "volume_id", "modality", "view", "high_label", "low_label",
@@ -42,7 +42,7 @@ class Reference:
 
 
 def _dataset():
-    from atom_bench import dataset
+    from atom_bench.data import dataset
 
     return dataset
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atom_bench import geometry as geo
-from atom_bench.dataset import AtomSliceDataset, load_manifest, load_split, load_volumes
+from atom_bench.core import geometry as geo
+from atom_bench.data.dataset import AtomSliceDataset, load_manifest, load_split, load_volumes
 from atom_bench.errors import ModelError
-from atom_bench.models import ModelMeta, Prediction, SliceLocator, resolve_model
+from atom_bench.models.registry import ModelMeta, Prediction, SliceLocator, resolve_model
 
 def _weights_dir() -> Path:
     """``baselines/weights`` of the installed baselines package (shipped safetensors and model cards)."""
@@ -142,7 +142,7 @@ def build_model(model_spec: str, track: str, weights: str | os.PathLike[str] | N
     if weights is None:
         weights = default_weights(model_spec, track)
     if weights is None and model_spec.split(":")[0].removeprefix("baselines.") == "prior":
-        from atom_bench._evaldata import train_counts
+        from atom_bench.data.reference import train_counts
 
         counts = train_counts(track, root)  # the floor is defined by the training split's labels
         kwargs |= {"high_counts": torch.as_tensor(counts["high"]), "low_counts": torch.as_tensor(counts["low"])}
@@ -174,9 +174,9 @@ def evaluate_model(
         diagnostic: also run the model with swapped and blank volumes (three passes in total).
         on_batch: called with the number of slices done after every batch (progress bars).
     """
-    from atom_bench.dataset import dataset_hash
-    from atom_bench.predictions import make_meta, to_frame, write_predictions
-    from atom_bench.scoring import Evaluator
+    from atom_bench.data.dataset import dataset_hash
+    from atom_bench.eval.predictions import make_meta, to_frame, write_predictions
+    from atom_bench.eval.scoring import Evaluator
 
     model, meta = build_model(model_spec, track, weights, root)
     inputs = load_inputs(track, split, root)
@@ -215,7 +215,7 @@ def submit_evaluation(
     """Store an :func:`evaluate_model` result as a submission, metadata taken from the model's record."""
     import platform
 
-    from atom_bench.submissions import submit
+    from atom_bench.board.submissions import submit
 
     info = scores["model"]
     meta = {

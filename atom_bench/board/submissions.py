@@ -6,11 +6,11 @@
 - ``metadata.json``: the submitter's metadata (:data:`REQUIRED` fields, plus any of
   :data:`OPTIONAL`) and what the toolkit adds (track, split, toolkit version, dataset revision
   and manifest sha256, predictions sha256, date);
-- ``scores.json``: the scorer's result (:mod:`atom_bench.scoring`).
+- ``scores.json``: the scorer's result (:mod:`atom_bench.eval.scoring`).
 
 The directory appears atomically (built beside it, then renamed) under a lock, so concurrent
 submits never leave a half-written or mixed record; an existing record is replaced only with
-``force=True``. Leaderboards are generated from these records (:mod:`atom_bench.leaderboard`).
+``force=True``. Leaderboards are generated from these records (:mod:`atom_bench.board.leaderboard`).
 """
 
 from __future__ import annotations
@@ -108,12 +108,12 @@ def submit(
         meta: a metadata mapping or a YAML file (see :func:`check_metadata`).
         root, labels: the benchmark, and a labels file for withheld test labels.
         force: replace an existing record of the same name.
-        evaluator: a ready :class:`~atom_bench.scoring.Evaluator` (tests, custom data).
+        evaluator: a ready :class:`~atom_bench.eval.scoring.Evaluator` (tests, custom data).
         extra: additional results stored with the scores (``metrics`` entries are merged; used by
             ``atom-bench evaluate --submit`` for the volume-reliance diagnostic).
     """
-    from atom_bench import predictions as P
-    from atom_bench import scoring
+    from atom_bench.eval import predictions as P
+    from atom_bench.eval import scoring
 
     if not NAME_RE.match(name or ""):
         raise SubmissionError(f"invalid --name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not starting with a symbol")

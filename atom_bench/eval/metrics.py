@@ -2,7 +2,7 @@
 
 Every function maps aligned arrays (one row per sample) to one value per sample: a boolean
 hit or a float error. Aggregation (means, medians, confidence intervals) and breakdowns live
-in :mod:`atom_bench.scoring`; keeping the per-sample step separate makes each metric easy to
+in :mod:`atom_bench.eval.scoring`; keeping the per-sample step separate makes each metric easy to
 check by hand.
 
 Units: positions in millimetres of the scanner frame (RAS+), angles in degrees, labels as
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from atom_bench.labels import N_HIGH, N_LOW, fine_block_centers_vox
+from atom_bench.core.labels import N_HIGH, N_LOW, fine_block_centers_vox
 
 Bool = NDArray[np.bool_]
 Float = NDArray[np.float64]

@@ -22,11 +22,11 @@ from datasets.arrow_writer import ParquetWriter
 
 from atom_bench import __version__
 from atom_bench._io import atomic_directory, sha256_file, write_json_atomic, write_text_atomic
-from atom_bench.card import dataset_card
-from atom_bench.degrade import DEGRADATION_COLUMNS
+from atom_bench.data.card import dataset_card
+from atom_bench.core.degrade import DEGRADATION_COLUMNS
 from atom_bench.errors import DataError
-from atom_bench.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
-from atom_bench.volumes import Volume, prepare_volume
+from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
+from atom_bench.core.volumes import Volume, prepare_volume
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz")
 GROUPS = ("train", "validation", "unseen")

@@ -8,7 +8,7 @@ and one output, a JSON-ready dict (:data:`SCORES_FORMAT`)::
     result["metrics"]["top1_high"]  # {"value": 0.41, "ci": [0.39, 0.43], "n": 2048}
 
 Metrics are defined in ``docs/PROTOCOL.md`` section 7 and computed per sample by
-:mod:`atom_bench.metrics`; intervals come from :mod:`atom_bench._bootstrap`.
+:mod:`atom_bench.eval.metrics`; intervals come from :mod:`atom_bench.eval.intervals`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from atom_bench import __version__, _bootstrap, _evaldata
-from atom_bench import metrics as M
-from atom_bench import predictions as P
-from atom_bench._evaldata import deg_bins, list_matrix, multihot
+from atom_bench import __version__
+
+from atom_bench.eval import intervals as _bootstrap
+
+from atom_bench.data import reference as _evaldata
+from atom_bench.eval import metrics as M
+from atom_bench.eval import predictions as P
+from atom_bench.data.reference import deg_bins, list_matrix, multihot
 from atom_bench.errors import DataError
-from atom_bench.metrics import METRICS, Metric
+from atom_bench.eval.metrics import METRICS, Metric
 
 SCORES_FORMAT = "atom-bench-scores/1"
 PRIMARY = ("top1_high", "top1_low")

@@ -41,7 +41,7 @@ from huggingface_hub.errors import (
 )
 
 from atom_bench._io import atomic_directory, sha256_file, write_json_atomic
-from atom_bench.dataset import DEFAULT_BENCHMARK, dataset_hash, load_manifest, verify_checksums
+from atom_bench.data.dataset import DEFAULT_BENCHMARK, dataset_hash, load_manifest, verify_checksums
 from atom_bench.errors import DataError, HubError
 
 DEFAULT_REPO = "atom-bench/atom-mini"

@@ -1,4 +1,4 @@
-"""The checks behind :mod:`atom_bench.predictions` (private).
+"""The checks behind :mod:`atom_bench.eval.predictions` (private).
 
 Batches of a parquet file, a CSV file (every column read as text) or an in-memory table go
 through the same vectorised checks; every problem is counted with its first few ids in a

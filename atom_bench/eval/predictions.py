@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atom_bench import __version__
-from atom_bench import _predcheck as chk
+from atom_bench.eval import checks as chk
 from atom_bench._io import atomic_path
 from atom_bench.errors import PredictionError
 
@@ -101,7 +101,7 @@ def write_predictions(frame: pd.DataFrame, path: str | os.PathLike[str], meta: d
     path = Path(path)
     meta = meta if meta is not None else frame.attrs.get(META_KEY)
     if not meta:
-        raise PredictionError("no track/split metadata: pass meta=atom_bench.predictions.make_meta(track, split, manifest_sha256)")
+        raise PredictionError("no track/split metadata: pass meta=atom_bench.eval.predictions.make_meta(track, split, manifest_sha256)")
     with atomic_path(path) as tmp:
         if path.suffix == ".csv":
             out = frame.copy()
@@ -245,7 +245,7 @@ def dummy_prediction(track: str, split: str, *, root: str | os.PathLike[str] | N
     Write it with :func:`write_predictions` and check it with ``atom-bench validate``; it is
     also the template of a prediction file.
     """
-    from atom_bench import _evaldata
+    from atom_bench.data import reference as _evaldata
 
     ref = _evaldata.reference(track, split, root)
     arrays = random_arrays(len(ref.sample_ids), np.random.default_rng(seed))
@@ -254,7 +254,7 @@ def dummy_prediction(track: str, split: str, *, root: str | os.PathLike[str] | N
 
 def validate_predictions(path: str | os.PathLike[str], track: str, split: str, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Validate a prediction file against a built benchmark's split (see :func:`read_predictions`)."""
-    from atom_bench import _evaldata
+    from atom_bench.data import reference as _evaldata
 
     ref = _evaldata.reference(track, split, root)
     return read_predictions(
