@@ -90,16 +90,16 @@ def info(
     verify: Annotated[bool, typer.Option(help="Check every file against the manifest's sha256.")] = True,
 ) -> None:
     """Tracks, splits, sample and volume counts, and checksums of a benchmark."""
-    from atom_bench.data.dataset import dataset_hash, load_manifest, resolve_root, verify_checksums
     from atom_bench.core.tracks import SPLITS
+    from atom_bench.data.benchmark import Benchmark
 
-    base = resolve_root(root)
-    manifest = load_manifest(base)
-    checked = verify_checksums(base) if verify else 0
+    bench = Benchmark.open(root)
+    manifest = bench.manifest
+    checked = bench.verify() if verify else 0
     console.print(
-        f"[bold]{manifest['name']}[/] version {manifest['version']} at {base}\n"
+        f"[bold]{manifest['name']}[/] version {manifest['version']} at {bench.root}\n"
         f"built by atom-bench {manifest['toolkit_version']}, seed {manifest['build']['seed']}, "
-        f"manifest sha256 {dataset_hash(base)[:16]}"
+        f"manifest sha256 {bench.hash[:16]}"
         + (f", {checked} files verified" if verify else "")
     )
     table = Table(title="samples (volumes)")

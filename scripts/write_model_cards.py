@@ -66,10 +66,10 @@ def _majority(track: str) -> tuple[float, float]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from atom_bench.data.dataset import split_files
+    from atom_bench.data.benchmark import Benchmark
 
     labels = {"high_label": [], "low_label": []}
-    for path in split_files(track, "validation"):
+    for path in Benchmark.open().split_files(track, "validation"):
         table = pq.read_table(path, columns=list(labels))
         for key in labels:
             labels[key].append(table.column(key).to_numpy())

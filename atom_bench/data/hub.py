@@ -41,7 +41,7 @@ from huggingface_hub.errors import (
 )
 
 from atom_bench._io import atomic_directory, sha256_file, write_json_atomic
-from atom_bench.data.dataset import DEFAULT_BENCHMARK, dataset_hash, load_manifest, verify_checksums
+from atom_bench.data.benchmark import DEFAULT_BENCHMARK, Benchmark
 from atom_bench.errors import DataError, HubError
 
 DEFAULT_REPO = "atom-bench/atom-mini"
@@ -121,10 +121,11 @@ def publish(
     returned). Needs a token with write access (``token`` or ``HF_TOKEN``).
     """
     root = Path(path)
-    verify_checksums(root)
+    bench = Benchmark.open(root)
+    bench.verify()
     if not (root / "README.md").is_file():
         raise DataError(f"{root} has no README.md dataset card; build the benchmark again with `atom-bench build`")
-    manifest = load_manifest(root)
+    manifest = bench.manifest
     endpoint = _endpoint()
     where = f"{repo_id}@{revision_tag or 'main'}"
     if _offline():
@@ -268,9 +269,9 @@ def _short(exc: Exception) -> str:
 
 
 def _verify(root: Path, where: str, commit: str, consequence: str) -> None:
-    """verify_checksums, re-worded to say which download failed and what happened to it."""
+    """Benchmark.verify, re-worded to say which download failed and what happened to it."""
     try:
-        verify_checksums(root)
+        Benchmark.open(root).verify()
     except DataError as exc:
         detail = str(exc).split(": ", 1)[-1].split("; download or build")[0]
         if not (root / "manifest.json").is_file():
@@ -280,10 +281,10 @@ def _verify(root: Path, where: str, commit: str, consequence: str) -> None:
 
 
 def _record_source(root: Path, repo_id: str, revision: str, commit: str, endpoint: str) -> None:
-    manifest = load_manifest(root)
+    bench = Benchmark.open(root)
     write_json_atomic(root / SOURCE_FILE, {
         "repo_id": repo_id, "repo_type": "dataset", "revision": revision, "commit": commit, "endpoint": endpoint,
-        "name": manifest.get("name"), "version": manifest.get("version"), "dataset_hash": dataset_hash(root),
+        "name": bench.manifest.get("name"), "version": bench.manifest.get("version"), "dataset_hash": bench.hash,
     })
 
 
@@ -298,7 +299,7 @@ def _holds(out: Path, repo_id: str, commit: str) -> bool:
     if not source or source.get("repo_id") != repo_id or source.get("commit") != commit:
         return False
     try:
-        verify_checksums(out)
+        Benchmark.open(out).verify()
     except DataError:
         return False
     return True

@@ -28,6 +28,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from atom_bench import __version__
 from atom_bench.eval import checks as chk
 from atom_bench._io import atomic_path
 from atom_bench.errors import PredictionError
+
+if TYPE_CHECKING:
+    from atom_bench.data.benchmark import BenchmarkLike
 
 FORMAT = "atom-bench-predictions/1"
 META_KEY = "atom_bench"
@@ -239,27 +243,28 @@ def random_arrays(n: int, rng: np.random.Generator, *, top5: bool = True, normal
     return out
 
 
-def dummy_prediction(track: str, split: str, *, root: str | os.PathLike[str] | None = None, seed: int = 0) -> pd.DataFrame:
+def dummy_prediction(track: str, split: str, *, root: BenchmarkLike = None, seed: int = 0) -> pd.DataFrame:
     """Uniformly random, valid predictions for every sample of a split (with top-5 lists).
 
     Write it with :func:`write_predictions` and check it with ``atom-bench validate``; it is
     also the template of a prediction file.
     """
-    from atom_bench.data import reference as _evaldata
+    from atom_bench.data.benchmark import Benchmark
 
-    ref = _evaldata.reference(track, split, root)
-    arrays = random_arrays(len(ref.sample_ids), np.random.default_rng(seed))
-    return to_frame(arrays, ref.sample_ids, make_meta(track, split, ref.manifest_sha256, ref.dataset_revision))
+    bench = Benchmark.open(root)
+    ids = bench.sample_ids(track, split)
+    arrays = random_arrays(len(ids), np.random.default_rng(seed))
+    return to_frame(arrays, ids, make_meta(track, split, bench.hash, bench.revision))
 
 
-def validate_predictions(path: str | os.PathLike[str], track: str, split: str, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+def validate_predictions(path: str | os.PathLike[str], track: str, split: str, root: BenchmarkLike = None) -> pd.DataFrame:
     """Validate a prediction file against a built benchmark's split (see :func:`read_predictions`)."""
-    from atom_bench.data import reference as _evaldata
+    from atom_bench.data.benchmark import Benchmark
 
-    ref = _evaldata.reference(track, split, root)
+    bench = Benchmark.open(root)
     return read_predictions(
-        path, track=track, split=split, sample_ids=ref.sample_ids,
-        manifest_sha256=ref.manifest_sha256, dataset_revision=ref.dataset_revision,
+        path, track=track, split=split, sample_ids=bench.sample_ids(track, split),
+        manifest_sha256=bench.hash, dataset_revision=bench.revision,
     )  # fmt: skip
 
 

@@ -23,12 +23,13 @@ import pyarrow.compute as pc
 
 from atom_bench import __version__
 
-from atom_bench.eval import intervals as _bootstrap
+from atom_bench.eval import intervals
 
-from atom_bench.data import reference as _evaldata
 from atom_bench.eval import metrics as M
 from atom_bench.eval import predictions as P
-from atom_bench.data.reference import deg_bins, list_matrix, multihot
+from atom_bench.data.benchmark import Benchmark, BenchmarkLike
+from atom_bench.data.labels_file import read_labels, split_labels
+from atom_bench.eval.columns import deg_bins, list_matrix, multihot
 from atom_bench.errors import DataError
 from atom_bench.eval.metrics import METRICS, Metric
 
@@ -105,18 +106,18 @@ class Evaluator:
 
     @classmethod
     def from_benchmark(
-        cls, track: str, split: str, root: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None, **kwargs
+        cls, track: str, split: str, root: BenchmarkLike = None, labels: str | os.PathLike[str] | None = None, **kwargs
     ) -> Evaluator:
         """An evaluator for a split of a built benchmark (``labels``: a withheld-labels file)."""
-        ref = _evaldata.reference(track, split, root)
-        table = _evaldata.read_labels(labels, track, split, ref.manifest_sha256) if labels else _evaldata.split_labels(track, split, ref.root)
+        bench = Benchmark.open(root)
+        table = read_labels(labels, track, split, bench.hash) if labels else split_labels(track, split, bench)
         ids = pa.array(np.asarray(table["sample_id"], dtype=object), pa.string())
-        public = pa.array(ref.sample_ids, pa.string())
+        public = pa.array(bench.sample_ids(track, split), pa.string())
         if len(ids) != len(public) or not pc.all(pc.is_in(public, value_set=ids)).as_py():
             raise DataError(f"the labels do not cover exactly the samples of {track}/{split}")
         return cls(
-            table, _evaldata.volumes_table(track, ref.root), _evaldata.train_counts(track, ref.root),
-            track=track, split=split, manifest_sha256=ref.manifest_sha256, dataset_revision=ref.dataset_revision, **kwargs,
+            table, bench.volumes_table(track), bench.train_counts(track),
+            track=track, split=split, manifest_sha256=bench.hash, dataset_revision=bench.revision, **kwargs,
         )  # fmt: skip
 
     # -- per-sample values ------------------------------------------------------------------
@@ -157,7 +158,7 @@ class Evaluator:
             clean_codes = n_groups == 1 or bool((codes >= 0).all())
             for name, metric in METRICS.items():
                 if metric.source in values:
-                    stat = _bootstrap.grouped(
+                    stat = intervals.grouped(
                         floats[metric.source], codes, n_groups, metric.kind, order=orders.get(metric.source),
                         clean=clean_codes and finite[metric.source], confidence=self.confidence, seed=self.seed,
                         key=f"{key}/{tag}/{name}",
@@ -238,7 +239,7 @@ class Evaluator:
             "primary": list(PRIMARY),
             "confidence": self.confidence,
             "bootstrap": {"method": "percentile bootstrap over samples (exact where closed-form)", "seed": self.seed,
-                          "mc_resamples": _bootstrap.MC_RESAMPLES, "mc_max_n": _bootstrap.MC_MAX_N},  # fmt: skip
+                          "mc_resamples": intervals.MC_RESAMPLES, "mc_max_n": intervals.MC_MAX_N},  # fmt: skip
             **summary,
             "skipped": skipped,
         }
@@ -265,7 +266,7 @@ def _num(x: float) -> float | None:
 
 
 def score_file(
-    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str], *, root: BenchmarkLike = None, labels: str | os.PathLike[str] | None = None
 ) -> dict:
     """Validate a prediction file against its split (read from the file's metadata) and score it."""
     meta = P.file_meta(path)

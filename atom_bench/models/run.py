@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from atom_bench.core import geometry as geo
-from atom_bench.data.dataset import AtomSliceDataset, load_manifest, load_split, load_volumes
+from atom_bench.data.benchmark import Benchmark
+from atom_bench.data.dataset import AtomSliceDataset, load_split, load_volumes
 from atom_bench.errors import ModelError
 from atom_bench.models.registry import ModelMeta, Prediction, SliceLocator, resolve_model
 
@@ -137,14 +138,12 @@ def default_weights(model_spec: str, track: str) -> Path | None:
 
 def build_model(model_spec: str, track: str, weights: str | os.PathLike[str] | None, root=None) -> tuple[SliceLocator, ModelMeta]:
     """Resolve a model for a track's cube and slice sizes, loading (shipped) weights."""
-    info = load_manifest(root)["tracks"][track]
-    kwargs = {"volume_size": info["size"], "slice_shape": tuple(info["slice_shape"])}
+    spec = Benchmark.open(root).spec(track)
+    kwargs = {"volume_size": spec.size, "slice_shape": spec.slice_shape}
     if weights is None:
         weights = default_weights(model_spec, track)
     if weights is None and model_spec.split(":")[0].removeprefix("baselines.") == "prior":
-        from atom_bench.data.reference import train_counts
-
-        counts = train_counts(track, root)  # the floor is defined by the training split's labels
+        counts = Benchmark.open(root).train_counts(track)  # the floor is defined by the training split's labels
         kwargs |= {"high_counts": torch.as_tensor(counts["high"]), "low_counts": torch.as_tensor(counts["low"])}
     model, meta = resolve_model(model_spec, weights=str(weights) if weights else None, **kwargs)
     if hasattr(model, "eval"):
@@ -174,7 +173,6 @@ def evaluate_model(
         diagnostic: also run the model with swapped and blank volumes (three passes in total).
         on_batch: called with the number of slices done after every batch (progress bars).
     """
-    from atom_bench.data.dataset import dataset_hash
     from atom_bench.eval.predictions import make_meta, to_frame, write_predictions
     from atom_bench.eval.scoring import Evaluator
 
@@ -184,7 +182,7 @@ def evaluate_model(
     evaluator = Evaluator.from_benchmark(track, split, root=root)
     name = meta.name.replace("/", "_")
     out = Path(out) if out else Path("runs") / f"{name}-{track}-{split}.parquet"
-    frame = to_frame(own, inputs.sample_ids, make_meta(track, split, dataset_hash(root), evaluator.info["dataset_revision"]))
+    frame = to_frame(own, inputs.sample_ids, make_meta(track, split, evaluator.info["manifest_sha256"], evaluator.info["dataset_revision"]))
     write_predictions(frame, out)
     scores = evaluator.evaluate_file(out)
     if diagnostic:

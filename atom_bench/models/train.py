@@ -39,6 +39,7 @@ from torch import Tensor
 
 from atom_bench import __version__
 from atom_bench._io import atomic_path
+from atom_bench.data.benchmark import Benchmark
 from atom_bench.errors import ModelError
 from atom_bench.models.registry import resolve_factory, resolve_model, save_weights
 from atom_bench.core.volumes import Volume
@@ -73,14 +74,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _track_shape(track: str, root: Any) -> tuple[int, tuple[int, int]]:
-    from atom_bench.data.dataset import load_manifest
-    from atom_bench.errors import DataError
-
-    tracks = load_manifest(root)["tracks"]
-    if track not in tracks:
-        raise DataError(f"track {track!r} is not in the benchmark; it has {', '.join(tracks)}")
-    info = tracks[track]
-    return int(info["size"]), (int(info["slice_shape"][0]), int(info["slice_shape"][1]))
+    spec = Benchmark.open(root).spec(track)
+    return spec.size, spec.slice_shape
 
 
 def _batches_split(track: str, root: Any, batch_size: int, seed: int, rank: int, world: int) -> Iterator[tuple[Tensor, ...]]:
@@ -185,9 +180,7 @@ def validate(model: Any, track: str, root: Any = None, batch_size: int = 32, spl
 
 
 def _metadata(spec: str, track: str, seed: int, root: Any, extra: dict[str, Any]) -> dict[str, str]:
-    from atom_bench.data.dataset import dataset_hash
-
-    meta = {"model": spec, "track": track, "seed": seed, "toolkit_version": __version__, "dataset_hash": dataset_hash(root)}
+    meta = {"model": spec, "track": track, "seed": seed, "toolkit_version": __version__, "dataset_hash": Benchmark.open(root).hash}
     meta.update(extra)
     return {k: str(v) for k, v in meta.items()}
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.evalfixtures import make_predictions, make_tables
+from tests.eval.fixtures import make_predictions, make_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

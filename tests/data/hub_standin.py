@@ -292,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
 def hub_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandin]:
     """Fixture ``hub``: a running stand-in, the environment pointed at it, an empty HF_HOME, a dummy token.
 
-    Use it with ``from tests.hub_standin import hub_fixture  # noqa: F401`` and a ``hub`` argument.
+    Use it with ``from tests.data.hub_standin import hub_fixture  # noqa: F401`` and a ``hub`` argument.
     huggingface_hub reads its settings once, at import, into ``huggingface_hub.constants``: they are
     patched there as well as in the environment (for child processes and for call-time readers).
     """

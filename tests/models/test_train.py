@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from atom_bench.data.dataset import dataset_hash
+from atom_bench.data.benchmark import Benchmark
 from atom_bench.errors import ModelError
 from atom_bench.models.registry import read_safetensors, resolve_model
 from atom_bench.models.train import CHANCE_HIGH, LOG_COLUMNS, _batches_stream, cube_symmetry, read_log, train, validate
 from atom_bench.core.volumes import Volume
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "baselines" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "baselines" / "weights"
 CARDS = WEIGHTS / "MODEL_CARDS.md"
 SHAPES = {"paper": (20, (4, 4))}  # atom-mini: every other track is S=64, 16x16 slices
 
@@ -49,7 +49,7 @@ def test_short_run_beats_chance_and_writes_files(full_run):
     assert [list(r) for r in rows] == [list(LOG_COLUMNS)] * 2
     assert [int(r["epoch"]) for r in rows] == [1, 2] and [int(r["step"]) for r in rows] == [3, 6]
     meta = _metadata(out / "best.safetensors")
-    assert meta["track"] == "paper" and meta["seed"] == "0" and meta["dataset_hash"] == dataset_hash()
+    assert meta["track"] == "paper" and meta["seed"] == "0" and meta["dataset_hash"] == Benchmark.open().hash
     assert float(meta["val_top1_high"]) == summary["val_top1_high"]
     # the best checkpoint reproduces its recorded validation score
     model, _ = resolve_model("cnn", weights=out / "best.safetensors", volume_size=20, slice_shape=(4, 4))
@@ -64,7 +64,7 @@ def t1_validation_bench(tmp_path_factory) -> Path:
     import dataclasses
 
     from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
-    from atom_bench.data.dataset import embedded_root
+    from atom_bench.data.benchmark import embedded_root
 
     sources = read_volume_sources(embedded_root().parent / "sources" / "sources.csv")
     groups = {"itk_t1": "validation", "aniso_dwi": "unseen"}
@@ -155,7 +155,7 @@ def _shipped() -> list[Path]:
 def test_shipped_weights_reproduce_their_card(path):
     model_name, track = path.stem.rsplit("-", 1)
     meta = _metadata(path)
-    assert meta["track"] == track and meta["dataset_hash"] == dataset_hash()
+    assert meta["track"] == track and meta["dataset_hash"] == Benchmark.open().hash
     size, shape = SHAPES.get(track, (64, (16, 16)))
     model, _ = resolve_model(model_name, weights=path, volume_size=size, slice_shape=shape)
     scores = validate(model, track)

@@ -12,12 +12,13 @@ import pytest
 
 import atom_bench
 from atom_bench.eval import intervals as _bootstrap
-from atom_bench.data import reference as _evaldata
+from atom_bench.data.benchmark import Benchmark
+from atom_bench.data.labels_file import split_labels, write_labels
 from atom_bench.eval import predictions as P
 from atom_bench.cli import main
 from atom_bench.errors import DataError, PredictionError
 from atom_bench.eval.scoring import METRICS, Evaluator, score_file
-from tests.evalfixtures import make_predictions, make_tables
+from tests.eval.fixtures import make_predictions, make_tables
 
 
 @pytest.fixture(scope="module")
@@ -178,13 +179,13 @@ def test_hidden_labels_file_gives_the_same_scores(tmp_path: Path) -> None:
     frame = atom_bench.dummy_prediction("hard", "test_seen", seed=3)
     pred = P.write_predictions(frame, tmp_path / "p.parquet")
     public = score_file(pred)
-    ref = _evaldata.reference("hard", "test_seen")
-    labels = _evaldata.split_labels("hard", "test_seen")
-    path = _evaldata.write_labels(labels, tmp_path / "labels.parquet", "hard", "test_seen", ref.manifest_sha256)
+    manifest_sha256 = Benchmark.open().hash
+    labels = split_labels("hard", "test_seen")
+    path = write_labels(labels, tmp_path / "labels.parquet", "hard", "test_seen", manifest_sha256)
     hidden = score_file(pred, labels=path)
     assert hidden["metrics"] == public["metrics"] and hidden["breakdowns"] == public["breakdowns"]
-    assert hidden["manifest_sha256"] == ref.manifest_sha256 and hidden["predictions_sha256"]
-    wrong = _evaldata.write_labels(labels, tmp_path / "wrong.parquet", "hard", "test_unseen", ref.manifest_sha256)
+    assert hidden["manifest_sha256"] == manifest_sha256 and hidden["predictions_sha256"]
+    wrong = write_labels(labels, tmp_path / "wrong.parquet", "hard", "test_unseen", manifest_sha256)
     with pytest.raises(DataError, match="labels are for split"):
         score_file(pred, labels=wrong)
 
@@ -201,12 +202,12 @@ def test_score_command_writes_json(tmp_path: Path, capsys) -> None:
 
 
 def test_labels_directory_as_written_by_build(tmp_path: Path) -> None:
-    labels = _evaldata.split_labels("easy", "test_unseen")
-    ref = _evaldata.reference("easy", "test_unseen")
+    labels = split_labels("easy", "test_unseen")
+    manifest_sha256 = Benchmark.open().hash
     (tmp_path / "easy").mkdir()
-    _evaldata.write_labels(labels, tmp_path / "easy" / "test_unseen-00000-of-00001.parquet", "easy", "test_unseen", None)
+    write_labels(labels, tmp_path / "easy" / "test_unseen-00000-of-00001.parquet", "easy", "test_unseen", None)
     ev = Evaluator.from_benchmark("easy", "test_unseen", labels=tmp_path)
-    assert ev.n == len(ref.sample_ids)
+    assert ev.n == len(Benchmark.open().sample_ids("easy", "test_unseen"))
     (tmp_path / "labels-manifest.json").write_text(json.dumps({"manifest_sha256": "0" * 64}))
     with pytest.raises(DataError, match="labels are for manifest_sha256"):
         Evaluator.from_benchmark("easy", "test_unseen", labels=tmp_path)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
 from atom_bench.cli import PRESETS
-from atom_bench.data.dataset import embedded_root, load_manifest, load_split, verify_checksums
+from atom_bench.data.benchmark import embedded_root
+from atom_bench.data.dataset import load_manifest, load_split, verify_checksums
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES
 
 SOURCES = embedded_root().parent / "sources" / "sources.csv"

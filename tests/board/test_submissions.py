@@ -16,7 +16,7 @@ from atom_bench.eval import predictions as P
 from atom_bench.cli import main
 from atom_bench.eval.scoring import Evaluator
 from atom_bench.board.submissions import SubmissionError, check_metadata, load_records, submit
-from tests.evalfixtures import make_predictions, make_tables
+from tests.eval.fixtures import make_predictions, make_tables
 
 META = {
     "model_name": "TinyNet",

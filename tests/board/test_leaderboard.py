@@ -16,9 +16,9 @@ from atom_bench.eval import predictions as P
 from atom_bench.cli import main
 from atom_bench.eval.scoring import Evaluator
 from atom_bench.board.submissions import submit
-from tests.evalfixtures import make_predictions, make_tables
+from tests.eval.fixtures import make_predictions, make_tables
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 META = {
     "model_name": "Net", "authors": ["A <b>&</b> B"], "code_url": "https://example.org/x?a=1&b=2",
     "n_parameters": 10, "training_data": "train", "seeds": [0], "hardware": "cpu",

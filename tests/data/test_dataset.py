@@ -9,27 +9,25 @@ import pytest
 import atom_bench
 from atom_bench.data.dataset import (
     AtomSliceDataset,
-    dataset_hash,
-    embedded_root,
     load_manifest,
     load_split,
     load_volume,
-    resolve_root,
     stream_samples,
 )
+from atom_bench.data.benchmark import Benchmark, embedded_root
 from atom_bench.errors import DataError
 
 
 def test_embedded_default_is_used_without_arguments(monkeypatch):
     monkeypatch.delenv("ATOM_BENCH_DATA", raising=False)
-    assert resolve_root() == embedded_root()
+    assert Benchmark.open().root == embedded_root()
     assert load_manifest()["name"] == "atom-mini"
 
 
 def test_env_var_selects_another_benchmark(monkeypatch, small_bench):
     monkeypatch.setenv("ATOM_BENCH_DATA", str(small_bench))
     assert load_manifest()["name"] == "small"
-    assert len(dataset_hash()) == 64
+    assert len(Benchmark.open().hash) == 64
 
 
 def test_load_split_has_protocol_columns(small_bench):
