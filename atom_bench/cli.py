@@ -7,6 +7,7 @@ with code 2, without a traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,9 +17,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from atom_bench import __version__
 from atom_bench.errors import AtomBenchError
+
+# typer 0.29 parses with its own copy of click (``typer._click``): its errors are not click's, so
+# take the exception classes from the module that defines the parser's own BadParameter.
+_PARSER = sys.modules[typer.BadParameter.__module__]
+_EXITS = tuple({typer.Exit, click.exceptions.Exit})
+_ABORTS = tuple({typer.Abort, click.exceptions.Abort})
 
 app = typer.Typer(
     help="ATOM-Bench: locate 2D slices in 3D medical volumes. Build, download and score benchmarks.",
@@ -33,10 +41,11 @@ RootOpt = Annotated[
     Optional[Path],
     typer.Option("--root", help="Benchmark directory (default: $ATOM_BENCH_DATA, else the embedded atom-mini)."),
 ]
-PRESETS = {
-    "standard": {},
-    "atom-mini": {"train": 256, "validation": 128, "test_seen": 64, "test_unseen": 128},
-}
+
+
+def _say(verb: str, rest: str) -> None:
+    """A success line: the verb in green, the rest (paths, names: user data) as plain text."""
+    console.print(Text.assemble((verb, "green"), " ", rest), highlight=False)
 
 
 def _progress() -> Progress:
@@ -49,8 +58,8 @@ def _progress() -> Progress:
 @app.command()
 def build(
     volumes: Annotated[Path, typer.Option("--volumes", help="Folder of NIfTI/MGH files, or a CSV with path, subject, modality, group.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (replaced atomically on success).")],
-    preset: Annotated[str, typer.Option(help=f"Samples per volume: {', '.join(PRESETS)}.")] = "standard",
+    out: Annotated[Path, typer.Option("--out", help="Output directory (new or empty; or an earlier build with --overwrite).")],
+    preset: Annotated[str, typer.Option(help="Samples per volume: standard or atom-mini (atom_bench.data.build.PRESETS).")] = "standard",
     track: Annotated[Optional[list[str]], typer.Option("--track", help="Track(s) to build (repeatable; default all).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Cube side S for easy/hard/histology (16..256).")] = None,
     slice_size: Annotated[Optional[int], typer.Option(help="Square slice side in pixels.")] = None,
@@ -60,28 +69,30 @@ def build(
     name: Annotated[Optional[str], typer.Option(help="Benchmark name (default: the --out folder name).")] = None,
     withhold_test_labels: Annotated[bool, typer.Option(help="Keep test labels out of --out (written to --labels-out).")] = False,
     labels_out: Annotated[Optional[Path], typer.Option(help="Where withheld labels go (default <out>-labels).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out (and --labels-out) if they hold an earlier build.")] = False,
 ) -> None:
     """Build a benchmark (all tracks and splits) from real volumes."""
-    from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
     from atom_bench.core.tracks import TRACK_NAMES
+    from atom_bench.data.build import BuildConfig, build_benchmark, check_outputs, labels_folder, preset_counts
+    from atom_bench.data.sources import read_volume_sources
 
-    if preset not in PRESETS:
-        raise AtomBenchError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
     tracks = tuple(track) if track else TRACK_NAMES
     config = BuildConfig(
         name=name or out.name, tracks=tracks, size=size, slice_size=slice_size, seed=seed,
-        counts=SplitCounts(**PRESETS[preset]), withhold_test_labels=withhold_test_labels,
+        counts=preset_counts(preset), withhold_test_labels=withhold_test_labels,
     )  # fmt: skip
     config.specs()  # validates tracks and sizes before any work
     sources = read_volume_sources(volumes, seed, frame)
+    labels_dir = labels_folder(out, labels_out) if withhold_test_labels else None
+    check_outputs([volumes, *(Path(s.path) for s in sources)], out, labels_dir, overwrite)  # before the progress bar
     with _progress() as progress:
         task = progress.add_task("building", total=len(sources))
         manifest = build_benchmark(
-            sources, out, config, workers=workers, labels_out=labels_out,
+            sources, out, config, workers=workers, labels_out=labels_out, overwrite=overwrite,
             on_volume=lambda s: progress.update(task, advance=1, description=f"built {s.volume_id}"),
         )  # fmt: skip
     total = sum(s["num_samples"] for t in manifest["tracks"].values() for s in t["splits"].values())
-    console.print(f"[green]built[/] {out}: {len(sources)} volumes, {total} samples, {len(manifest['files'])} files")
+    _say("built", f"{out}: {len(sources)} volumes, {total} samples, {len(manifest['files'])} files")
 
 
 @app.command()
@@ -96,12 +107,12 @@ def info(
     bench = Benchmark.open(root)
     manifest = bench.manifest
     checked = bench.verify() if verify else 0
-    console.print(
-        f"[bold]{manifest['name']}[/] version {manifest['version']} at {bench.root}\n"
-        f"built by atom-bench {manifest['toolkit_version']}, seed {manifest['build']['seed']}, "
-        f"manifest sha256 {bench.hash[:16]}"
-        + (f", {checked} files verified" if verify else "")
-    )
+    console.print(Text.assemble(
+        (bench.name, "bold"),
+        f" version {bench.revision} at {bench.root}\n"
+        f"built by atom-bench {manifest['toolkit_version']}, seed {manifest['build']['seed']}, manifest sha256 {bench.hash}"
+        + (f", {checked} files verified" if verify else ""),
+    ), highlight=False)  # fmt: skip
     table = Table(title="samples (volumes)")
     table.add_column("track")
     table.add_column("cube")
@@ -110,13 +121,13 @@ def info(
         table.add_column(split, justify="right")
     for track, t in manifest["tracks"].items():
         cells = [f"{t['splits'][s]['num_samples']} ({len(t['splits'][s]['volumes'])})" for s in SPLITS]
-        table.add_row(track, f"{t['size']}^3", "x".join(map(str, t["slice_shape"])), *cells)
+        table.add_row(Text(track), f"{t['size']}^3", "x".join(map(str, t["slice_shape"])), *cells)
     console.print(table)
     volumes = Table(title="volumes")
     for column in ("volume_id", "subject", "modality", "group", "source"):
         volumes.add_column(column)
     for v in manifest["volumes"]:
-        volumes.add_row(v["volume_id"], v["subject"], v["modality"], v["group"], v["source"])
+        volumes.add_row(*(Text(str(v[c])) for c in ("volume_id", "subject", "modality", "group", "source")))
     console.print(volumes)
 
 
@@ -131,7 +142,7 @@ def download(
     from atom_bench.data import hub
 
     path = hub.download(repo or hub.DEFAULT_REPO, revision or hub.DEFAULT_REVISION, out, token=token)
-    console.print(f"[green]downloaded[/] {repo or hub.DEFAULT_REPO}@{revision or hub.DEFAULT_REVISION} to {path} (checksums verified)")
+    _say("downloaded", f"{repo or hub.DEFAULT_REPO}@{revision or hub.DEFAULT_REVISION} to {path} (checksums verified)")
 
 
 @app.command()
@@ -146,7 +157,7 @@ def publish(
     from atom_bench.data import hub
 
     commit = hub.publish(path, repo, token=token, revision_tag=tag, private=private)
-    console.print(f"[green]published[/] {path} to {repo} at commit {commit}" + (f" (tag {tag})" if tag else ""))
+    _say("published", f"{path} to {repo} at commit {commit}" + (f" (tag {tag})" if tag else ""))
 
 
 @app.command()
@@ -201,7 +212,7 @@ def show(
     """Draw a sample's slice next to three orthogonal cuts of its volume, plane drawn in."""
     from atom_bench.viz import render_sample
 
-    console.print(f"[green]wrote[/] {render_sample(sample_id, out, root)}")
+    _say("wrote", f"{render_sample(sample_id, out, root)}")
 
 
 @app.command()
@@ -266,7 +277,7 @@ def validate(
     from atom_bench.eval.predictions import validate_predictions
 
     frame = validate_predictions(predictions, track, split, root)
-    console.print(f"[green]valid[/] {predictions}: {len(frame)} predictions for {track}/{split}")
+    _say("valid", f"{predictions}: {len(frame)} predictions for {track}/{split}")
 
 
 @app.command()
@@ -284,7 +295,7 @@ def score(
     target = out or predictions.with_name(predictions.name.rsplit(".", 1)[0] + ".scores.json")
     write_json_atomic(target, result)
     console.print(render_scores(result))
-    console.print(f"[green]wrote[/] {target}")
+    _say("wrote", f"{target}")
 
 
 @app.command()
@@ -301,7 +312,7 @@ def submit(
     from atom_bench.board.submissions import submit as do_submit
 
     target = do_submit(predictions, name=name, meta=meta, root=root, labels=labels, submissions_dir=submissions, force=force)
-    console.print(f"[green]submitted[/] {target}; run `atom-bench leaderboard` to update the tables")
+    _say("submitted", f"{target}; run `atom-bench leaderboard` to update the tables")
 
 
 @app.command()
@@ -317,29 +328,59 @@ def leaderboard(
         bad = lb.stale(submissions, out)
         if bad:
             raise AtomBenchError(f"leaderboards out of date: {', '.join(bad)}; run `atom-bench leaderboard` and commit {out}")
-        console.print(f"[green]up to date[/] {out}")
+        _say("up to date", f"{out}")
         return
     changed = lb.regenerate(submissions, out)
-    console.print(f"[green]updated[/] {', '.join(changed)}" if changed else f"{out} already up to date")
+    if changed:
+        _say("updated", ", ".join(changed))
+    else:
+        console.print(Text(f"{out} already up to date"))
+
+
+def _in_flag_terms(error: AtomBenchError) -> str:
+    """The library's message with the parameters it names written as this command line's flags.
+
+    The library says ``size``, ``frame=N`` or ``force=True``; a command-line user typed
+    ``--size``, ``--frame N`` and ``--force``.
+    """
+    text = str(error)
+    for name in error.parameters:
+        flag, word = "--" + name.replace("_", "-"), re.escape(name)
+        text = re.sub(rf"(?<![\w-]){word}=True\b", flag, text)
+        text = re.sub(rf"(?<![\w-]){word}=", flag + " ", text)
+        text = re.sub(rf"(?<![\w-]){word}\b", flag, text)
+    return text
+
+
+def _print_error(message: str) -> None:
+    # User data (ids, paths, file contents) may hold rich markup: print it as plain text.
+    err_console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="atom-bench", standalone_mode=False)
     except AtomBenchError as error:
-        err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        _print_error(_in_flag_terms(error))
         return error.exit_code
-    except click.exceptions.Exit as done:
+    except _EXITS as done:
         return done.exit_code
-    except click.ClickException as error:
-        error.show()
+    except _PARSER.NoArgsIsHelpError as error:
+        error.show()  # the bare command: its help is the answer
+        return 2
+    except _PARSER.UsageError as error:
+        command = error.ctx.command_path if error.ctx is not None else "atom-bench"
+        _print_error(f"{error.format_message()} (see '{command} --help')")
+        return 2
+    except _PARSER.ClickException as error:
+        _print_error(error.format_message())
         return error.exit_code
-    except click.exceptions.Abort:
+    except _ABORTS:
         err_console.print("aborted")
         return 130
     except OSError as error:
-        err_console.print(f"[red]error:[/] {error.strerror or error}: {error.filename or ''}", highlight=False, soft_wrap=True)
+        _print_error(f"{error.strerror or error}: {error.filename or ''}")
         return 2
     return result if isinstance(result, int) else 0
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 
 class AtomBenchError(ValueError):
-    """Base class for errors caused by user input; the message is one actionable line."""
+    """Base class for errors caused by user input; the message is one actionable line.
+
+    ``parameters`` names the arguments of the library call that the message speaks of (in the
+    library's own terms, e.g. ``size`` or ``force=True``), so that the command line can say
+    ``--size`` and ``--force`` instead; see :func:`atom_bench.cli.main`.
+    """
 
     exit_code = 2
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, parameters: tuple[str, ...] = ()) -> None:
         super().__init__(" ".join(str(message).split()))
+        self.parameters = parameters
+
+    def __reduce__(self):  # keep ``parameters`` when a worker process sends the error back
+        return (self.__class__, self.args, {"parameters": self.parameters})
 
 
 class VolumeError(AtomBenchError):

@@ -67,7 +67,8 @@ def small_config():
 @pytest.fixture(scope="session")
 def small_bench(tmp_path_factory, nibabel_volumes, small_config) -> Path:
     """A real benchmark built from nibabel's scans (all four tracks)."""
-    from atom_bench.data.build import build_benchmark, read_volume_sources
+    from atom_bench.data.build import build_benchmark
+    from atom_bench.data.sources import read_volume_sources
 
     sources = read_volume_sources(nibabel_volumes, small_config.seed)
     # pin groups so that every split is populated: two training subjects, one unseen

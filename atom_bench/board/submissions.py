@@ -116,14 +116,16 @@ def submit(
     from atom_bench.eval import scoring
 
     if not NAME_RE.match(name or ""):
-        raise SubmissionError(f"invalid --name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not starting with a symbol")
+        raise SubmissionError(
+            f"invalid name {name!r}: use 1-64 letters, digits, '.', '_' or '-', not starting with a symbol", parameters=("name",)
+        )
     info = check_metadata(meta) if isinstance(meta, dict) else load_metadata(meta)
     path = Path(predictions)
     file_meta = P.file_meta(path)
     track, split = file_meta.get("track"), file_meta.get("split")
     target = Path(submissions_dir) / str(track) / name
     if target.exists() and not force:  # early exit; checked again under the lock
-        raise SubmissionError(f"{target} already exists; choose another --name or pass --force to replace it")
+        raise SubmissionError(f"{target} already exists; choose another name or pass force=True to replace it", parameters=("name", "force"))
     ev = evaluator if evaluator is not None else scoring.Evaluator.from_benchmark(track, split, root=root, labels=labels)
     scores = ev.evaluate_file(path)
     for key, value in (extra or {}).items():
@@ -147,7 +149,7 @@ def submit(
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(Path(submissions_dir) / LOCK_NAME), timeout=600):
         if target.exists() and not force:
-            raise SubmissionError(f"{target} already exists; choose another --name or pass --force to replace it")
+            raise SubmissionError(f"{target} already exists; choose another name or pass force=True to replace it", parameters=("name", "force"))
         with atomic_directory(target) as tmp:
             shutil.copyfile(path, tmp / record["predictions_file"])
             write_json_atomic(tmp / "metadata.json", record)

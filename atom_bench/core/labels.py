@@ -52,13 +52,13 @@ def high_label(center_vox: ArrayLike, size: int) -> NDArray[np.int64]:
 def low_label(center_vox: ArrayLike, size: int) -> NDArray[np.int64]:
     """Fine partition label (0..728) of slice centres ``(..., 3)`` in voxels."""
     fine = _cells(center_vox, size, 9)
-    return 27 * _encode(fine // 3) + _encode(fine % 3)
+    return N_HIGH * _encode(fine // 3) + _encode(fine % 3)
 
 
 def fine_cells(low: ArrayLike) -> NDArray[np.int64]:
     """Fine cell ``(f0, f1, f2)`` in 0..8 per axis of fine labels ``(...,)`` -> ``(..., 3)``."""
     low = np.asarray(low, dtype=np.int64)
-    return 3 * _decode(low // 27) + _decode(low % 27)
+    return 3 * _decode(low // N_HIGH) + _decode(low % N_HIGH)
 
 
 def fine_block_centers_vox(size: int) -> NDArray[np.float64]:

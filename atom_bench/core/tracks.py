@@ -67,11 +67,13 @@ def get_track(name: str, size: int | None = None, slice_size: int | None = None)
     spec = TRACKS[name]
     if size is not None:
         if not 16 <= size <= 256 and not (name == "paper" and size == 20):
-            raise AtomBenchError(f"--size {size} is out of range; use a cube side from 16 to 256")
+            raise AtomBenchError(f"size {size} is out of range; use a cube side from 16 to 256", parameters=("size",))
         spec = replace(spec, size=size)
     if slice_size is not None:
         if not 2 <= slice_size <= spec.size // 2:
-            raise AtomBenchError(f"--slice-size {slice_size} must be between 2 and half the cube side ({spec.size // 2})")
+            raise AtomBenchError(
+                f"slice_size {slice_size} must be between 2 and half the cube side ({spec.size // 2})", parameters=("slice_size",)
+            )
         spec = replace(spec, slice_shape=(slice_size, slice_size))
     return spec
 

@@ -82,11 +82,11 @@ def load_image(path: str | os.PathLike[str], frame: int | None = None) -> Spatia
         if len(extra) > 1 and int(np.prod(extra)) > 1:
             raise VolumeError(f"{name}: image has shape {shape}; pass a 3D volume or a 4D series")
         n_frames = int(np.prod(extra)) if extra else 1
-        hint = f"pass --frame N (0..{n_frames - 1})"
+        hint = f"pass frame=N (0..{n_frames - 1})"
         if n_frames > 1 and frame is None:
-            raise VolumeError(f"{name}: 4D image with {n_frames} frames; {hint}")
+            raise VolumeError(f"{name}: 4D image with {n_frames} frames; {hint}", parameters=("frame",))
         if frame is not None and not (0 <= int(frame) < n_frames):
-            raise VolumeError(f"{name}: frame {frame} out of range; {hint}")
+            raise VolumeError(f"{name}: frame {frame} out of range; {hint}", parameters=("frame",))
         proxy = img.dataobj
         index = (slice(None),) * 3 + (int(frame or 0),) * len(extra)
         data = np.asarray(proxy[index] if extra else proxy, dtype=np.float32)

@@ -8,8 +8,6 @@ build succeeded. Building twice with the same inputs gives identical bytes.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -23,33 +21,18 @@ from datasets.arrow_writer import ParquetWriter
 from atom_bench import __version__
 from atom_bench._io import atomic_directory, sha256_file, write_json_atomic, write_text_atomic
 from atom_bench.data.card import dataset_card
+from atom_bench.data.sources import VolumeSource, read_volume_sources, stable_int
 from atom_bench.core.degrade import DEGRADATION_COLUMNS
 from atom_bench.errors import DataError
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
 from atom_bench.core.volumes import Volume, prepare_volume
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz")
-GROUPS = ("train", "validation", "unseen")
 # Columns that give away the answer; withheld from public test splits when labels are hidden.
 LABEL_COLUMNS = (
     "high_label", "low_label", "paper_high", "paper_low",
     "center_vox", "center_mm", "normal", "normal_mm", "u", "v",
 )  # fmt: skip
 TEST_SPLITS = ("test_seen", "test_unseen")
-
-
-@dataclass(frozen=True)
-class VolumeSource:
-    """One input scan and its metadata (a row of the volumes CSV)."""
-
-    path: str
-    volume_id: str
-    subject: str
-    modality: str
-    group: str
-    source: str = ""
-    licence: str = ""
-    frame: int | None = None  # the volume of a 4D series to use
 
 
 @dataclass(frozen=True)
@@ -60,6 +43,20 @@ class SplitCounts:
     validation: int = 64
     test_seen: int = 64
     test_unseen: int = 128
+
+
+#: Named sample counts per volume (``atom-bench build --preset``); ``atom-mini`` is the embedded default's.
+PRESETS: dict[str, SplitCounts] = {
+    "standard": SplitCounts(),
+    "atom-mini": SplitCounts(train=256, validation=128, test_seen=64, test_unseen=128),
+}
+
+
+def preset_counts(name: str) -> SplitCounts:
+    """The sample counts of a named preset (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise DataError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}", parameters=("preset",))
+    return PRESETS[name]
 
 
 @dataclass(frozen=True)
@@ -88,95 +85,6 @@ def volume_table_name(spec: TrackSpec) -> str:
     return f"s{spec.size}_{'cubic' if spec.volume_order == 3 else 'linear'}"
 
 
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def read_volume_sources(
-    spec: str | os.PathLike[str], seed: int = 2406, frame: int | None = None
-) -> list[VolumeSource]:
-    """Volume sources from a directory of scans or a CSV (``path, subject, modality, group``).
-
-    ``frame`` picks the volume of every 4D series (a CSV ``frame`` column overrides it per row).
-
-    In a directory every file is its own subject of unknown modality. Missing groups are assigned
-    per subject from ``seed``: about a quarter of the subjects are ``unseen`` and an eighth
-    ``validation`` (at least one train subject, and one unseen subject when there are three or more).
-    """
-    spec = Path(spec)
-    if spec.is_dir():
-        files = sorted(p for p in spec.rglob("*") if p.name.lower().endswith(VOLUME_SUFFIXES))
-        rows = [{"path": str(p), "subject": _volume_id(p), "modality": "unknown"} for p in files]
-    elif spec.is_file() and spec.suffix.lower() == ".csv":
-        rows = _read_csv(spec)
-    else:
-        raise DataError(f"--volumes {spec} is neither a directory of scans nor a .csv file")
-    if not rows:
-        raise DataError(f"no volumes found in {spec}; expected files ending in {', '.join(VOLUME_SUFFIXES)}")
-    groups = _assign_groups(sorted({r["subject"] for r in rows if not r.get("group")}), seed)
-    sources = [
-        VolumeSource(
-            path=r["path"],
-            volume_id=r.get("volume_id") or _volume_id(Path(r["path"])),
-            subject=r["subject"],
-            modality=r.get("modality") or "unknown",
-            group=r.get("group") or groups[r["subject"]],
-            source=r.get("source") or Path(r["path"]).name,
-            licence=r.get("licence", ""),
-            frame=int(r["frame"]) if r.get("frame") not in (None, "") else frame,
-        )
-        for r in rows
-    ]
-    _check_sources(sources, spec)
-    return sources
-
-
-def _volume_id(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return "".join(ch if ch.isalnum() else "_" for ch in name)
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "subject", "modality"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"{path} lacks column(s) {', '.join(sorted(missing))}; required: path, subject, modality (group optional)")
-        rows = [dict(row) for row in reader]
-    for row in rows:
-        if not Path(row["path"]).is_absolute():
-            row["path"] = str((path.parent / row["path"]).resolve())
-    return rows
-
-
-def _assign_groups(subjects: list[str], seed: int) -> dict[str, str]:
-    ranked = sorted(subjects, key=lambda s: _stable_int(f"{seed}:{s}"))
-    n = len(ranked)
-    n_unseen = max(1, round(n / 4)) if n >= 3 else 0
-    n_validation = round(n / 8) if n >= 8 else 0
-    groups = {s: "unseen" for s in ranked[:n_unseen]}
-    groups |= {s: "validation" for s in ranked[n_unseen : n_unseen + n_validation]}
-    return groups | {s: "train" for s in ranked[n_unseen + n_validation :]}
-
-
-def _check_sources(sources: list[VolumeSource], where: Path) -> None:
-    seen: dict[str, str] = {}
-    subject_group: dict[str, str] = {}
-    for s in sources:
-        if s.group not in GROUPS:
-            raise DataError(f"{where}: volume {s.volume_id!r} has group {s.group!r}; use one of {', '.join(GROUPS)}")
-        if s.volume_id in seen:
-            raise DataError(f"{where}: volume id {s.volume_id!r} appears twice; volume ids must be unique")
-        seen[s.volume_id] = s.path
-        if subject_group.setdefault(s.subject, s.group) != s.group:
-            raise DataError(f"{where}: subject {s.subject!r} is in two groups; a subject's volumes must share one group")
-    if "train" not in subject_group.values():
-        raise DataError(f"{where}: no volume is in group 'train'; at least one training subject is needed")
-
-
 def _splits_of(group: str, validation_from_train: bool) -> tuple[str, ...]:
     if group == "train":
         return ("train", "validation", "test_seen") if validation_from_train else ("train", "test_seen")
@@ -203,7 +111,7 @@ def render_volume(
         train_keys: set[bytes] = set()
         for split in _splits_of(source.group, validation_from_train):
             count = getattr(config.counts, split)
-            rng = np.random.default_rng([config.seed, TRACK_NAMES.index(track), SPLITS.index(split), _stable_int(source.volume_id)])
+            rng = np.random.default_rng([config.seed, TRACK_NAMES.index(track), SPLITS.index(split), stable_int(source.volume_id)])
             oversample = 2 if split != "train" and spec.poses == "paper" else 1
             poses = sample_poses(spec, volume, count * oversample, rng)
             if oversample > 1:  # integer paper poses can repeat: keep held-out poses new
@@ -356,6 +264,7 @@ def build_benchmark(
     workers: int = 1,
     labels_out: str | os.PathLike[str] | None = None,
     on_volume: Callable[[VolumeSource], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Build a benchmark into ``out`` and return its manifest.
 
@@ -367,12 +276,17 @@ def build_benchmark(
         labels_out: where withheld test labels go when ``config.withhold_test_labels``
             (default ``<out>-labels``).
         on_volume: called after each volume has been written (progress reporting).
+        overwrite: replace ``out`` (and ``labels_out``) when they hold an earlier build; without
+            it an existing, non-empty output is refused. Nothing the build did not write is ever
+            deleted: outputs that hold or sit inside an input, or each other, are refused.
     """
     sources = volumes if isinstance(volumes, list) else read_volume_sources(volumes, config.seed)
     specs = config.specs()
     validation_from_train = not any(s.group == "validation" for s in sources)
     out = Path(out)
-    labels_dir = Path(labels_out) if labels_out else out.with_name(out.name + "-labels")
+    labels_dir = labels_folder(out, labels_out)
+    inputs = [Path(s.path) for s in sources] + ([] if isinstance(volumes, list) else [Path(volumes)])
+    check_outputs(inputs, out, labels_dir if config.withhold_test_labels else None, overwrite)
     with atomic_directory(out) as tmp:
         writers = _open_writers(tmp, specs, config)
         label_writers = _open_label_writers(tmp / ".labels", specs, config) if config.withhold_test_labels else {}
@@ -422,6 +336,45 @@ def _open_label_writers(root: Path, specs: dict[str, TrackSpec], config: BuildCo
         for track, spec in specs.items()
         for split in TEST_SPLITS
     }
+
+
+def labels_folder(out: str | os.PathLike[str], labels_out: str | os.PathLike[str] | None = None) -> Path:
+    """Where withheld test labels go: ``labels_out``, else ``<out>-labels`` beside ``out``."""
+    return Path(labels_out) if labels_out else Path(out).with_name(Path(out).name + "-labels")
+
+
+def check_outputs(inputs: list[Path], out: Path, labels_dir: Path | None, overwrite: bool = False) -> None:
+    """Refuse outputs that would delete what the build did not make.
+
+    ``out`` and ``labels_dir`` may not be, hold or sit inside an input folder, may not hold an
+    input file, may not overlap each other, and, when they exist and are not empty, must be an
+    earlier build (``manifest.json``) or labels output (``labels-manifest.json``) and
+    ``overwrite`` must be given.
+
+    Raises:
+        DataError: naming the output and what it would overwrite.
+    """
+    outputs = [("out", out, "manifest.json")] + ([("labels_out", labels_dir, "labels-manifest.json")] if labels_dir else [])
+    resolved_inputs = [(p, p.resolve()) for p in inputs]
+    for name, target, marker in outputs:
+        where = target.resolve()
+        for given, source in resolved_inputs:
+            holds = source == where or source.is_relative_to(where)
+            inside = source.is_dir() and where.is_relative_to(source)
+            if holds or inside:
+                what = "holds the input" if holds else "lies inside the input folder"
+                raise DataError(f"{name} {target} {what} {given}; choose an output folder apart from the volumes", parameters=(name,))
+        if target.exists() and not target.is_dir():
+            raise DataError(f"{name} {target} exists and is not a folder; choose another {name}", parameters=(name,))
+        if target.is_dir() and any(target.iterdir()):
+            if not (target / marker).is_file():
+                raise DataError(f"{name} {target} exists and is not an earlier ATOM-Bench build (no {marker}); choose a new or empty folder", parameters=(name,))
+            if not overwrite:
+                raise DataError(f"{name} {target} holds an earlier build; pass overwrite=True to replace it", parameters=(name, "overwrite"))
+    if labels_dir is not None:
+        a, b = out.resolve(), labels_dir.resolve()
+        if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+            raise DataError(f"labels_out {labels_dir} overlaps out {out}; the withheld labels must live apart from the public data", parameters=("labels_out", "out"))
 
 
 def _move_labels(staged: Path, target: Path, manifest: dict, manifest_sha256: str) -> None:

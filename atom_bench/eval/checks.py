@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import PredictionError
 
 SHOW = 3  # offending ids quoted per problem
-RANGES = {"high": 27, "low": 729, "high_top5": 27, "low_top5": 729}
+RANGES = {"high": N_HIGH, "low": N_LOW, "high_top5": N_HIGH, "low_top5": N_LOW}
 WIDTHS = {"high_top5": 5, "low_top5": 5, "center_mm": 3, "normal_mm": 3}
 KNOWN = ("sample_id", "high", "low", *WIDTHS)
 INT_RE = r"^-?[0-9]{1,18}$"  # what Arrow casts to int64 without overflow
@@ -271,7 +272,7 @@ def check_batches(batches: Iterable[pa.RecordBatch], report: Report, *, from_csv
         report.add("rows without a sample_id", np.asarray(sid.is_null().to_numpy(zero_copy_only=False), dtype=bool), show)
         cols = {name: _scalar(batch.column(name), name, from_csv, report, show) for name in ("high", "low")}
         both = (cols["high"] >= 0) & (cols["low"] >= 0)
-        report.add("rows with low // 27 != high", both & (cols["low"] // 27 != cols["high"]), show)
+        report.add("rows with low // 27 != high", both & (cols["low"] // N_HIGH != cols["high"]), show)
         for name in WIDTHS:
             if name in present:
                 mat = _listcol(batch.column(name), name, from_csv, report, show)

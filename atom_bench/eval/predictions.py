@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atom_bench import __version__
+from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.eval import checks as chk
 from atom_bench._io import atomic_path
 from atom_bench.errors import PredictionError
@@ -230,12 +231,12 @@ def check_frame(
 def random_arrays(n: int, rng: np.random.Generator, *, top5: bool = True, normals: bool = False) -> dict[str, np.ndarray]:
     """A uniformly random valid prediction for ``n`` samples (chance predictor)."""
     out: dict[str, np.ndarray] = {}
-    high5 = chk.distinct_rows(rng, n, 27, 5)
+    high5 = chk.distinct_rows(rng, n, N_HIGH, 5)
     out["high"] = high5[:, 0]
-    out["low"] = 27 * out["high"] + rng.integers(0, 27, n)
+    out["low"] = N_HIGH * out["high"] + rng.integers(0, N_HIGH, n)
     if top5:
         out["high_top5"] = high5
-        low5 = chk.distinct_rows(rng, n, 729, 5, first=out["low"])
+        low5 = chk.distinct_rows(rng, n, N_LOW, 5, first=out["low"])
         out["low_top5"] = low5
     if normals:
         vec = rng.normal(size=(n, 3))

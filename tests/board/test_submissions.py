@@ -61,7 +61,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     subs = tmp_path / "subs"
     ev = _evaluator()
     submit(_pred_file(tmp_path, 0.2), name="m", meta=META, evaluator=ev, submissions_dir=subs)
-    with pytest.raises(SubmissionError, match="already exists; choose another --name or pass --force"):
+    with pytest.raises(SubmissionError, match="already exists; choose another name or pass force=True"):
         submit(_pred_file(tmp_path, 0.9), name="m", meta=META, evaluator=ev, submissions_dir=subs)
     before = json.loads((subs / "easy" / "m" / "scores.json").read_text())["metrics"]["top1_high"]["value"]
     submit(_pred_file(tmp_path, 0.9), name="m", meta=META, evaluator=ev, submissions_dir=subs, force=True)
@@ -98,7 +98,7 @@ def test_metadata_checks(change: dict, pattern: str) -> None:
 
 def test_bad_names(tmp_path: Path) -> None:
     for name in ("", "../up", ".hidden", "a b", "x" * 65):
-        with pytest.raises(SubmissionError, match="invalid --name"):
+        with pytest.raises(SubmissionError, match="invalid name"):
             submit(_pred_file(tmp_path), name=name, meta=META, evaluator=_evaluator(), submissions_dir=tmp_path)
 
 

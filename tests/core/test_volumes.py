@@ -155,7 +155,7 @@ def test_gz_of_garbage(tmp_path: Path) -> None:
 
 def test_4d_needs_frame() -> None:
     msg = _raises_one_line(EX4D, "4D")
-    assert "pass --frame N (0..1)" in msg
+    assert "pass frame=N (0..1)" in msg
 
 
 @pytest.mark.parametrize("frame", [2, -1, 99])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
-from atom_bench.cli import PRESETS
+from atom_bench.data.build import PRESETS
 from atom_bench.data.benchmark import embedded_root
 from atom_bench.data.dataset import load_manifest, load_split, verify_checksums
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES
@@ -14,7 +14,7 @@ SOURCES = embedded_root().parent / "sources" / "sources.csv"
 
 
 def test_committed_atom_mini_is_exactly_what_the_builder_makes(tmp_path):
-    config = BuildConfig(name="atom-mini", counts=SplitCounts(**PRESETS["atom-mini"]))
+    config = BuildConfig(name="atom-mini", counts=PRESETS["atom-mini"])
     build_benchmark(SOURCES, tmp_path / "atom-mini", config, workers=2)
     committed = embedded_root()
     fresh = {p.relative_to(tmp_path / "atom-mini"): p.read_bytes() for p in (tmp_path / "atom-mini").rglob("*") if p.is_file()}

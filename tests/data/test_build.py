@@ -11,7 +11,8 @@ import pytest
 
 from atom_bench.core import geometry as geo
 from atom_bench.core import labels
-from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
+from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
+from atom_bench.data.sources import read_volume_sources
 from atom_bench.data.dataset import load_manifest, load_split, load_volume, verify_checksums
 from atom_bench.errors import DataError, VolumeError
 from atom_bench.core.tracks import SPLITS, TRACKS
@@ -181,3 +182,62 @@ def test_automatic_groups_hold_out_whole_subjects(nibabel_volumes):
     sources = read_volume_sources(nibabel_volumes, seed=3)
     groups = [s.group for s in sources]
     assert groups.count("unseen") == 1 and "train" in groups
+
+
+# -- outputs never delete what the build did not make ---------------------------------------------
+
+TINY = BuildConfig(name="tiny", tracks=("paper",), counts=SplitCounts(2, 1, 1, 1))
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_an_output_on_or_inside_the_input_folder_is_refused(tmp_path, nibabel_volumes, where):
+    vols = tmp_path / "scans"
+    vols.mkdir()
+    for p in nibabel_volumes.iterdir():
+        (vols / p.name).write_bytes(p.read_bytes())
+    before = _snapshot(vols)
+    out = vols if where == "same" else vols / "bench"
+    with pytest.raises(DataError, match="holds the input|lies inside the input folder"):
+        build_benchmark(vols, out, TINY)
+    assert _snapshot(vols) == before
+
+
+def test_an_existing_folder_is_kept_unless_it_is_an_earlier_build_and_overwrite_is_given(tmp_path, nibabel_volumes):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match="not an earlier ATOM-Bench build"):
+        build_benchmark(nibabel_volumes, keep, TINY)
+    assert (keep / "thesis.tex").read_text() == "precious"
+    out = tmp_path / "bench"
+    build_benchmark(nibabel_volumes, out, TINY)
+    with pytest.raises(DataError, match="holds an earlier build; pass overwrite=True") as caught:
+        build_benchmark(nibabel_volumes, out, TINY)
+    assert caught.value.parameters == ("out", "overwrite")
+    assert build_benchmark(nibabel_volumes, out, TINY, overwrite=True)["name"] == "tiny"
+    (tmp_path / "empty").mkdir()
+    build_benchmark(nibabel_volumes, tmp_path / "empty", TINY)  # an empty folder loses nothing
+
+
+def test_withheld_labels_may_not_overlap_the_public_output(tmp_path, nibabel_volumes):
+    config = BuildConfig(name="pub", tracks=("paper",), counts=SplitCounts(2, 1, 1, 1), withhold_test_labels=True)
+    for labels_out in (tmp_path / "pub", tmp_path / "pub" / "labels"):
+        with pytest.raises(DataError, match="overlaps out"):
+            build_benchmark(nibabel_volumes, tmp_path / "pub", config, labels_out=labels_out)
+    assert not (tmp_path / "pub").exists()
+
+
+def test_cli_build_refuses_overlaps_in_one_line(tmp_path, nibabel_volumes, capsys):
+    from atom_bench.cli import main
+
+    assert main(["build", "--volumes", str(nibabel_volumes), "--out", str(nibabel_volumes), "--track", "paper"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out ") and "holds the input" in err and len(err.splitlines()) == 1
+    out = tmp_path / "b"
+    assert main(["build", "--volumes", str(nibabel_volumes), "--out", str(out), "--track", "paper", "--preset", "standard"]) == 0
+    assert main(["build", "--volumes", str(nibabel_volumes), "--out", str(out), "--track", "paper"]) == 2
+    assert "pass --overwrite to replace it" in capsys.readouterr().err

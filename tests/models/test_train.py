@@ -63,7 +63,8 @@ def t1_validation_bench(tmp_path_factory) -> Path:
     harder and noisier target for a test)."""
     import dataclasses
 
-    from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark, read_volume_sources
+    from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
+    from atom_bench.data.sources import read_volume_sources
     from atom_bench.data.benchmark import embedded_root
 
     sources = read_volume_sources(embedded_root().parent / "sources" / "sources.csv")

@@ -1,0 +1,122 @@
+"""Which scans a build reads: a folder of NIfTI/MGH files or a volumes CSV, and their groups.
+
+A volumes CSV has columns ``path, subject, modality`` and optionally ``group`` (``train``,
+``validation``, ``unseen``), ``volume_id``, ``source``, ``licence`` and ``frame``. Groups are by
+subject, so no subject's scans are ever on both sides of a split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from atom_bench.errors import DataError
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz")
+GROUPS = ("train", "validation", "unseen")
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """One input scan and its metadata (a row of the volumes CSV)."""
+
+    path: str
+    volume_id: str
+    subject: str
+    modality: str
+    group: str
+    source: str = ""
+    licence: str = ""
+    frame: int | None = None  # the volume of a 4D series to use
+
+
+def stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def read_volume_sources(
+    spec: str | os.PathLike[str], seed: int = 2406, frame: int | None = None
+) -> list[VolumeSource]:
+    """Volume sources from a directory of scans or a CSV (``path, subject, modality, group``).
+
+    ``frame`` picks the volume of every 4D series (a CSV ``frame`` column overrides it per row).
+
+    In a directory every file is its own subject of unknown modality. Missing groups are assigned
+    per subject from ``seed``: about a quarter of the subjects are ``unseen`` and an eighth
+    ``validation`` (at least one train subject, and one unseen subject when there are three or more).
+    """
+    spec = Path(spec)
+    if spec.is_dir():
+        files = sorted(p for p in spec.rglob("*") if p.name.lower().endswith(VOLUME_SUFFIXES))
+        rows = [{"path": str(p), "subject": _volume_id(p), "modality": "unknown"} for p in files]
+    elif spec.is_file() and spec.suffix.lower() == ".csv":
+        rows = _read_csv(spec)
+    else:
+        raise DataError(f"volumes {spec} is neither a directory of scans nor a .csv file", parameters=("volumes",))
+    if not rows:
+        raise DataError(f"no volumes found in {spec}; expected files ending in {', '.join(VOLUME_SUFFIXES)}")
+    groups = _assign_groups(sorted({r["subject"] for r in rows if not r.get("group")}), seed)
+    sources = [
+        VolumeSource(
+            path=r["path"],
+            volume_id=r.get("volume_id") or _volume_id(Path(r["path"])),
+            subject=r["subject"],
+            modality=r.get("modality") or "unknown",
+            group=r.get("group") or groups[r["subject"]],
+            source=r.get("source") or Path(r["path"]).name,
+            licence=r.get("licence", ""),
+            frame=int(r["frame"]) if r.get("frame") not in (None, "") else frame,
+        )
+        for r in rows
+    ]
+    _check_sources(sources, spec)
+    return sources
+
+
+def _volume_id(path: Path) -> str:
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "subject", "modality"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path} lacks column(s) {', '.join(sorted(missing))}; required: path, subject, modality (group optional)")
+        rows = [dict(row) for row in reader]
+    for row in rows:
+        if not Path(row["path"]).is_absolute():
+            row["path"] = str((path.parent / row["path"]).resolve())
+    return rows
+
+
+def _assign_groups(subjects: list[str], seed: int) -> dict[str, str]:
+    ranked = sorted(subjects, key=lambda s: stable_int(f"{seed}:{s}"))
+    n = len(ranked)
+    n_unseen = max(1, round(n / 4)) if n >= 3 else 0
+    n_validation = round(n / 8) if n >= 8 else 0
+    groups = {s: "unseen" for s in ranked[:n_unseen]}
+    groups |= {s: "validation" for s in ranked[n_unseen : n_unseen + n_validation]}
+    return groups | {s: "train" for s in ranked[n_unseen + n_validation :]}
+
+
+def _check_sources(sources: list[VolumeSource], where: Path) -> None:
+    seen: dict[str, str] = {}
+    subject_group: dict[str, str] = {}
+    for s in sources:
+        if s.group not in GROUPS:
+            raise DataError(f"{where}: volume {s.volume_id!r} has group {s.group!r}; use one of {', '.join(GROUPS)}")
+        if s.volume_id in seen:
+            raise DataError(f"{where}: volume id {s.volume_id!r} appears twice; volume ids must be unique")
+        seen[s.volume_id] = s.path
+        if subject_group.setdefault(s.subject, s.group) != s.group:
+            raise DataError(f"{where}: subject {s.subject!r} is in two groups; a subject's volumes must share one group")
+    if "train" not in subject_group.values():
+        raise DataError(f"{where}: no volume is in group 'train'; at least one training subject is needed")
