@@ -26,6 +26,10 @@ from atom_bench.errors import VolumeError
 
 MIN_AXIS_VOXELS = 9  # the fine block grid is 9 x 9 x 9
 MIN_SIZE, MAX_SIZE = 16, 256
+#: Largest 3D volume (or 4D frame) read, in voxels: 512^3, 512 MiB as float32. Checked against the
+#: header before any voxel is read, so a small file cannot make the reader allocate gigabytes.
+MAX_VOXELS = 512**3
+_TRAILING_SLACK = 16 << 20  # MGH tags and the like may follow the voxel data
 QUANT_LEVELS = 65535
 
 __all__ = ["Volume", "foreground_mask", "load_image", "normalise_intensity", "otsu_threshold",
@@ -70,12 +74,9 @@ def load_image(path: str | os.PathLike[str], frame: int | None = None) -> Spatia
         what = "is a directory" if Path(name).is_dir() else "file not found"
         raise VolumeError(f"{name}: {what}; pass the path of a volume file")
     try:
-        if name.lower().endswith((".gz", ".mgz")):  # read the whole stream: checks the gzip CRC
-            with gzip.open(name, "rb") as stream:
-                while stream.read(1 << 22):
-                    pass
-        img = nib.load(name)
+        img = nib.load(name)  # the header only: voxels are read below, after the checks
         shape = tuple(int(n) for n in img.shape)
+        _check_declared_size(name, img, shape)
         extra = shape[3:]
         if len(shape) < 3:
             raise VolumeError(f"{name}: image is {len(shape)}D with shape {shape}; pass a 3D volume")
@@ -111,6 +112,37 @@ def load_image(path: str | os.PathLike[str], frame: int | None = None) -> Spatia
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise VolumeError(f"{name}: the affine is singular or not finite; fix the header")
     return nib.Nifti1Image(data, affine)
+
+
+def _check_declared_size(name: str, img: SpatialImage, shape: tuple[int, ...]) -> None:
+    """Refuse a header that declares more voxels than :data:`MAX_VOXELS` per frame, or more
+    data than the file holds, before anything is allocated.
+
+    For ``.gz`` / ``.mgz`` the stream is decompressed in 4 MiB pieces and counted (this also
+    checks the gzip CRC), stopping as soon as it is longer than the header allows.
+    """
+    frame_voxels = int(np.prod(shape[:3], dtype=object))
+    if frame_voxels > MAX_VOXELS:
+        raise VolumeError(
+            f"{name}: the header declares {' x '.join(map(str, shape[:3]))} = {frame_voxels:,} voxels per volume, "
+            f"more than the limit of {MAX_VOXELS:,} (512^3); downsample the scan first"
+        )
+    proxy = img.dataobj
+    needed = int(getattr(proxy, "offset", 0)) + int(np.prod(shape, dtype=object)) * np.dtype(proxy.dtype).itemsize
+    if name.lower().endswith((".gz", ".mgz")):
+        held = 0
+        with gzip.open(name, "rb") as stream:
+            while piece := stream.read(1 << 22):
+                held += len(piece)
+                if held > needed + _TRAILING_SLACK:
+                    raise VolumeError(f"{name}: the file holds more data than its header declares ({needed:,} bytes); check the file")
+    else:
+        held = os.path.getsize(name)
+    if held < needed:
+        raise VolumeError(
+            f"{name}: the header declares {needed:,} bytes of image data but the file holds {held:,}; "
+            "the file is truncated or its header is wrong"
+        )
 
 
 def _check_size(size: int, where: str = "size") -> int:

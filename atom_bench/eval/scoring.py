@@ -7,8 +7,9 @@ and one output, a JSON-ready dict (:data:`SCORES_FORMAT`)::
     result = ev.evaluate(predictions_frame)
     result["metrics"]["top1_high"]  # {"value": 0.41, "ci": [0.39, 0.43], "n": 2048}
 
-Metrics are defined in ``docs/PROTOCOL.md`` section 7 and computed per sample by
-:mod:`atom_bench.eval.metrics`; intervals come from :mod:`atom_bench.eval.intervals`.
+Metrics are defined in ``docs/PROTOCOL.md`` section 7; each is one
+:class:`~atom_bench.eval.metrics.MetricSpec` of :data:`~atom_bench.eval.metrics.METRICS` (its
+per-sample values, requirements and statistic). Intervals come from :mod:`atom_bench.eval.intervals`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from atom_bench import __version__
-
+from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.eval import intervals
-
-from atom_bench.eval import metrics as M
 from atom_bench.eval import predictions as P
 from atom_bench.data.benchmark import Benchmark, BenchmarkLike
 from atom_bench.data.labels_file import read_labels, split_labels
 from atom_bench.eval.columns import deg_bins, list_matrix, multihot
 from atom_bench.errors import DataError
-from atom_bench.eval.metrics import METRICS, Metric
+from atom_bench.eval.metrics import COMPUTED_METRICS, METRICS, UNIT_DISPLAY, MetricSpec, SampleContext
 
 SCORES_FORMAT = "atom-bench-scores/1"
 PRIMARY = ("top1_high", "top1_low")
@@ -48,7 +47,7 @@ class Evaluator:
             ``paper_high`` / ``paper_low`` (lists), ``modality``, ``view``, ``deg_*``.
         volumes: ``volume_id``, ``size``, ``affine`` (16 floats, row-major); needed for the
             centre error of block predictions.
-        train_counts: ``{"high": (27,), "low": (729,)}`` training label counts (prior floor).
+        train_counts: ``{"high": (N_HIGH,), "low": (N_LOW,)}`` training label counts (prior floor).
         track, split, manifest_sha256, dataset_revision: recorded in the result and checked
             against the predictions' metadata.
         seed: seeds the chance floor and the Monte Carlo part of the intervals.
@@ -82,8 +81,8 @@ class Evaluator:
         cols = set(labels.columns)
         self.center = list_matrix(labels["center_mm"], 3, "center_mm") if "center_mm" in cols else None
         self.normal = list_matrix(labels["normal_mm"], 3, "normal_mm") if "normal_mm" in cols else None
-        has_paper = {"paper_high", "paper_low"} <= cols
-        self.paper = (multihot(labels["paper_high"]), multihot(labels["paper_low"])) if has_paper else None
+        self.paper_high = multihot(labels["paper_high"]) if "paper_high" in cols else None
+        self.paper_low = multihot(labels["paper_low"]) if "paper_low" in cols else None
         self.volume_index = self.sizes = self.affines = None
         if volumes is not None and "volume_id" in cols:
             vol_ids = pd.Index(np.asarray(volumes["volume_id"], dtype=object))
@@ -92,6 +91,9 @@ class Evaluator:
                 raise DataError("some labels refer to a volume_id missing from the volumes table")
             self.sizes = np.asarray(volumes["size"], dtype=np.int64)
             self.affines = list_matrix(volumes["affine"], 16, "affine").reshape(-1, 4, 4)
+        # a volumes table counts only when the labels say which volume each sample comes from
+        joined = volumes.columns if self.affines is not None else ()
+        self.table_columns = frozenset([*(f"labels:{c}" for c in cols), *(f"volumes:{c}" for c in joined)])
         self.groups: dict[str, tuple[np.ndarray, list[str]]] = {}
         for name in BREAKDOWNS:
             if name in cols:
@@ -121,46 +123,44 @@ class Evaluator:
         )  # fmt: skip
 
     # -- per-sample values ------------------------------------------------------------------
-    def per_sample(self, pred: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Per-sample hits and errors of prediction arrays aligned with the labels (or ``rows`` of them)."""
+    def available(self, pred: dict[str, np.ndarray]) -> frozenset[str]:
+        """The ``"source:column"`` entries (as metric requirements name them) that labels, volumes and ``pred`` provide."""
+        return self.table_columns | {f"pred:{key}" for key, value in pred.items() if value is not None}
+
+    def context(self, pred: dict[str, np.ndarray], rows: np.ndarray | None = None) -> SampleContext:
+        """The labels (or ``rows`` of them) beside prediction arrays aligned with them."""
         def at(a):
             return a if rows is None or a is None else a[rows]
 
-        high, low = at(self.high), at(self.low)
-        out = {"top1_high": pred["high"] == high, "top1_low": pred["low"] == low}
-        if pred.get("high_top5") is not None:
-            out["top5_high"] = M.topk_hit(high, pred["high_top5"])
-        if pred.get("low_top5") is not None:
-            out["top5_low"] = M.topk_hit(low, pred["low_top5"])
-        if self.center is not None:
-            where = pred.get("center_mm")
-            if where is None and self.affines is not None:
-                where = M.block_centers_mm(pred["low"], at(self.volume_index), self.sizes, self.affines)
-            if where is not None:
-                dist = M.center_distance_mm(at(self.center), where)
-                out.update(dist_mm=dist, within_5mm=dist <= 5.0, within_10mm=dist <= 10.0)
-        if self.normal is not None and pred.get("normal_mm") is not None:
-            out["angle_deg"] = M.plane_angle_deg(at(self.normal), pred["normal_mm"])
-        if self.paper is not None:
-            paper = self.paper if rows is None else (self.paper[0].take(rows), self.paper[1].take(rows))
-            out.update(M.paper_hits(*paper, pred["high"], pred["low"], pred.get("high_top5"), pred.get("low_top5")))
-        return out
+        def take(m):
+            return m if rows is None or m is None else m.take(rows)
+
+        return SampleContext(
+            pred=pred, high=at(self.high), low=at(self.low), center_mm=at(self.center), normal_mm=at(self.normal),
+            paper_high=take(self.paper_high), paper_low=take(self.paper_low), volume_index=at(self.volume_index),
+            sizes=self.sizes, affines=self.affines,
+        )  # fmt: skip
+
+    def per_sample(self, pred: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-sample values of every computed metric whose requirements are met, by metric name."""
+        have, ctx = self.available(pred), self.context(pred, rows)
+        return {name: spec.compute(ctx) for name, spec in COMPUTED_METRICS.items() if not spec.unmet(have)}
 
     def summarise(self, values: dict[str, np.ndarray], key: str, rows: np.ndarray | None = None) -> dict:
         """Overall metrics and breakdowns of per-sample values (of the labels' ``rows``)."""
         n = self.n if rows is None else len(rows)
-        floats = {src: np.asarray(x, dtype=np.float64) for src, x in values.items()}
-        finite = {src: x.dtype == bool or bool(np.isfinite(floats[src]).all()) for src, x in values.items()}
-        orders = {m.source: np.argsort(floats[m.source], kind="stable") for m in METRICS.values() if m.kind == "median" and m.source in values}
+        floats = {name: np.asarray(x, dtype=np.float64) for name, x in values.items()}
+        finite = {name: x.dtype == bool or bool(np.isfinite(floats[name]).all()) for name, x in values.items()}
+        orders = {name: np.argsort(floats[name], kind="stable") for name in values if METRICS[name].aggregate == "median"}
 
         def block(codes: np.ndarray, n_groups: int, tag: str) -> list[dict]:
             out: list[dict] = [{} for _ in range(n_groups)]
             clean_codes = n_groups == 1 or bool((codes >= 0).all())
-            for name, metric in METRICS.items():
-                if metric.source in values:
+            for name, spec in COMPUTED_METRICS.items():
+                if name in values:
                     stat = intervals.grouped(
-                        floats[metric.source], codes, n_groups, metric.kind, order=orders.get(metric.source),
-                        clean=clean_codes and finite[metric.source], confidence=self.confidence, seed=self.seed,
+                        floats[name], codes, n_groups, spec.aggregate, order=orders.get(name),
+                        clean=clean_codes and finite[name], confidence=self.confidence, seed=self.seed,
                         key=f"{key}/{tag}/{name}",
                     )  # fmt: skip
                     for g, (v, lo, hi, n) in enumerate(zip(*stat)):
@@ -187,12 +187,12 @@ class Evaluator:
         if self._floors is None:
             reps = max(1, -(-CHANCE_SAMPLES // max(self.n, 1)))
             rows = None if reps == 1 else np.tile(np.arange(self.n), reps)
-            rng = np.random.default_rng([self.seed, 27729])
+            rng = np.random.default_rng([self.seed, 27729])  # a fixed stream: every recorded chance floor was drawn from it
             chance = P.random_arrays(self.n * reps, rng, top5=True, normals=self.normal is not None)
             self._floors = {"chance": self.summarise(self.per_sample(chance, rows), "chance", rows)}
             if self.counts is not None:
                 prior = {}
-                for level, size in (("high", 27), ("low", 729)):
+                for level, size in (("high", N_HIGH), ("low", N_LOW)):
                     counts = np.asarray(self.counts[level], dtype=np.int64)
                     if counts.shape != (size,):
                         raise DataError(f"train_counts[{level!r}] must have {size} entries")
@@ -230,7 +230,8 @@ class Evaluator:
                 aligned[key] = np.empty_like(value)
                 aligned[key][positions] = value
         summary = self.summarise(self.per_sample(aligned), "model")
-        skipped = {name: _why(name, aligned, self) for name in METRICS if name not in summary["metrics"]}
+        have = self.available(aligned)
+        skipped = {name: reason for name, spec in COMPUTED_METRICS.items() if (reason := spec.skip_reason(have))}
         result = {
             "format": SCORES_FORMAT,
             **self.info,
@@ -246,19 +247,6 @@ class Evaluator:
         if floors:
             result["floors"] = self.floors()
         return result
-
-
-def _why(name: str, pred: dict, ev: Evaluator) -> str:
-    metric = METRICS[name]
-    if metric.source in ("top5_high", "paper_acc1") and pred.get("high_top5") is None:
-        return "no high_top5 in the predictions"
-    if metric.source in ("top5_low", "paper_acc", "paper_acc_noleak") and pred.get("low_top5") is None:
-        return "no low_top5 in the predictions"
-    if metric.source == "angle_deg":
-        return "no normal_mm in the predictions" if ev.normal is not None else "no normal_mm in the labels"
-    if name.startswith("paper"):
-        return "no paper_high/paper_low in the labels"
-    return "no center_mm in the labels, or no volumes table for block centres"
 
 
 def _num(x: float) -> float | None:
@@ -280,10 +268,10 @@ def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view
     """A rich table: each metric, its 95% interval, and the chance and prior floors beside it."""
     from rich.table import Table
 
-    def fmt(entry: dict | None, metric: Metric, ci: bool = False) -> str:
+    def fmt(entry: dict | None, spec: MetricSpec, ci: bool = False) -> str:
         if not entry or entry.get("value") is None:
             return "-"
-        scale, unit = (100.0, "%") if metric.unit == "fraction" else (1.0, " mm" if metric.unit == "mm" else " deg")
+        scale, unit = UNIT_DISPLAY[spec.unit]
         if ci:
             lo, hi = entry["ci"]
             return "-" if lo is None else f"[{lo * scale:.1f}, {hi * scale:.1f}]"
@@ -294,12 +282,12 @@ def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view
         table.add_column(col, justify="left" if col == "metric" else "right")
     floors = result.get("floors", {})
 
-    def add(label: str, entry: dict | None, metric: Metric, floor: list) -> None:
-        table.add_row(label, fmt(entry, metric), fmt(entry, metric, ci=True), *(fmt(f, metric) for f in floor))
+    def add(label: str, entry: dict | None, spec: MetricSpec, floor: list) -> None:
+        table.add_row(label, fmt(entry, spec), fmt(entry, spec, ci=True), *(fmt(f, spec) for f in floor))
 
-    for name, metric in METRICS.items():
+    for name, spec in METRICS.items():
         if name in result["metrics"]:
-            add(name, result["metrics"][name], metric, [floors.get(f, {}).get("metrics", {}).get(name) for f in ("chance", "prior")])
+            add(name, result["metrics"][name], spec, [floors.get(f, {}).get("metrics", {}).get(name) for f in ("chance", "prior")])
     for group in breakdowns:
         for label, entry in result.get("breakdowns", {}).get(group, {}).items():
             for name in PRIMARY:

@@ -329,3 +329,30 @@ def test_otsu_and_mask() -> None:
     assert mask.dtype == bool and mask[16, 16, 16] and not mask[1, 1, 1]
     assert mask.sum() == ((zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 < 100).sum()
     assert not foreground_mask(np.zeros((8, 8, 8))).any()
+
+
+def _header_lies(path, shape):
+    """A real header whose shape is edited to declare ``shape`` while the file keeps 8^3 voxels."""
+    img = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), np.eye(4))
+    img.header.set_data_shape(shape)
+    raw = img.header.binaryblock + b"\0" * 4 + np.zeros(8**3, dtype=np.float32).tobytes()
+    if str(path).endswith(".gz"):
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def test_a_header_declaring_too_many_voxels_is_refused_before_reading(tmp_path):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(VolumeError, match=r"800 x 800 x 800 = 512,000,000 voxels per volume, more than the limit"):
+        load_image(_header_lies(tmp_path / "bomb.nii.gz", (800, 800, 800)))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing near 2 GB was allocated
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_declaring_more_data_than_the_file_holds_is_refused(tmp_path, suffix):
+    with pytest.raises(VolumeError, match="the header declares .* bytes of image data but the file holds"):
+        load_image(_header_lies(tmp_path / f"short{suffix}", (64, 64, 64)))

@@ -1,13 +1,24 @@
-"""Per-sample metrics against hand-computed cases, and the paper metrics against a literal
-re-implementation of the released code's definitions (original-atom-spec.md section 7)."""
+"""Per-sample metrics against hand-computed cases, the paper metrics against a literal
+re-implementation of the released code's definitions (original-atom-spec.md section 7), and the
+metric registry against the scorer and the leaderboards that read it."""
 
 from __future__ import annotations
+
+import csv
+import io
+import re
 
 import numpy as np
 import pytest
 
+from atom_bench.board import leaderboard as lb
 from atom_bench.core import labels as L
+from atom_bench.data.benchmark import Benchmark
+from atom_bench.data.labels_file import SCORED_COLUMNS
 from atom_bench.eval import metrics as M
+from atom_bench.eval import predictions as P
+from atom_bench.eval.scoring import Evaluator
+from tests.eval.fixtures import make_predictions, make_tables
 
 
 def test_topk_hit_by_hand() -> None:
@@ -135,3 +146,101 @@ def test_paper_metrics_without_top5() -> None:
     got = M.paper_hits(ph, pl, np.array([5, 5]), np.array([5 * 27 + 1, 5 * 27 + 2]))
     assert set(got) == {"paper_acck1"}
     assert got["paper_acck1"].tolist() == [True, False]
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+RELIANCE_SCORES = {"volume_reliance": {mode: {"drop_high": {"value": 0.1, "ci": [0.0, 0.2], "n": 9}} for mode in ("swapped", "blank")}}
+
+
+@pytest.fixture(scope="module")
+def registry_tables():
+    return make_tables(n=240, n_volumes=3, seed=7)
+
+
+def test_every_requirement_names_a_column_its_source_provides() -> None:
+    provided = {
+        "pred": set(P.COLUMNS),
+        "labels": set(SCORED_COLUMNS),
+        "volumes": set(Benchmark.open().volumes_table("easy").columns),
+        "diagnostic": set(RELIANCE_SCORES),
+    }
+    assert set(provided) == set(M.REQUIREMENT_SOURCES)
+    for spec in M.METRICS.values():
+        assert spec.requires, spec.name
+        for source, column in spec.columns:
+            assert column in provided[source], f"{spec.name}: {source}:{column}"
+
+
+def test_specs_without_compute_are_the_diagnostic_metrics() -> None:
+    from atom_bench.models.run import reliance_metrics
+
+    external = {name for name, spec in M.METRICS.items() if spec.compute is None}
+    assert external == set(reliance_metrics(RELIANCE_SCORES))
+    assert all(source == "diagnostic" for name in external for source, _ in M.METRICS[name].columns)
+    assert set(M.COMPUTED_METRICS) == set(M.METRICS) - external
+
+
+def test_full_evaluation_computes_every_computed_spec(registry_tables) -> None:
+    labels, volumes, counts = registry_tables
+    result = Evaluator(labels, volumes, counts).evaluate(make_predictions(labels, pose=True), floors=False)
+    assert list(result["metrics"]) == list(M.COMPUTED_METRICS)
+    assert result["skipped"] == {}
+    for name, spec in M.COMPUTED_METRICS.items():
+        if spec.unit == "fraction":
+            assert 0.0 <= result["metrics"][name]["value"] <= 1.0, name
+
+
+def test_missing_high_top5_skips_exactly_the_specs_that_require_it(registry_tables) -> None:
+    labels, volumes, counts = registry_tables
+    pred = make_predictions(labels, pose=True).drop(columns=["high_top5"])
+    result = Evaluator(labels, volumes, counts).evaluate(pred, floors=False)
+    needs = {name for name, spec in M.COMPUTED_METRICS.items() if "pred:high_top5" in spec.requires}
+    assert {"top5_high", "paper_acc1", "paper_acc"} <= needs
+    assert result["skipped"] == dict.fromkeys(needs, "no high_top5 in the predictions")
+    assert set(result["metrics"]) == set(M.COMPUTED_METRICS) - needs
+
+
+def test_skip_reasons_are_derived_from_unmet_requirements() -> None:
+    have = {"pred:high", "pred:low", "labels:high_label", "labels:low_label", "labels:center_mm", "labels:normal_mm"}
+    reasons = {name: spec.skip_reason(have) for name, spec in M.COMPUTED_METRICS.items()}
+    assert reasons["top1_high"] is None and reasons["top1_low"] is None
+    assert reasons["top5_low"] == "no low_top5 in the predictions"
+    assert reasons["paper_acck1"] == "no paper_high/paper_low in the labels"  # unmet columns of one source together
+    assert reasons["paper_acc"] == "no high_top5/low_top5 in the predictions"  # the first unmet source decides
+    assert reasons["angle_deg_mean"] == "no normal_mm in the predictions"
+    assert reasons["dist_mm_median"] == "neither center_mm in the predictions nor affine in the volumes table"
+    assert M.METRICS["dist_mm_median"].skip_reason(have | {"volumes:affine"}) is None
+    assert M.METRICS["dist_mm_median"].skip_reason(have | {"pred:center_mm"}) is None
+    with pytest.raises(ValueError, match="not 'source:column'"):
+        M.MetricSpec("x", None, ("somewhere:else",), "mean", True, "x", "mm")
+
+
+def test_leaderboard_columns_come_from_the_specs() -> None:
+    headers = [spec.leaderboard_header for spec in M.METRICS.values() if spec.leaderboard_header is not None]
+    names = [name for name, spec in M.METRICS.items() if spec.leaderboard_header is not None]
+    assert [spec.name for spec in lb.BOARD_METRICS] == names and "volume_swap_drop_high" in names
+    table = {"split": "test_seen", "manifest": "ab" * 32, "revision": "1.0", "rows": []}
+    md = lb.render_markdown("easy", [table])
+    assert f"| rank | name | model | {' | '.join(headers)} | params | date |" in md.splitlines()
+    assert f"Ranked by {M.METRICS[lb.RANK_METRIC].leaderboard_header};" in md
+    head = next(csv.reader(io.StringIO(lb.render_csv("easy", [table]))))
+    assert [c for c in head if c.endswith("_lo")] == [f"{name}_lo" for name in names]
+    html = lb.render_html({"easy": [table]})
+    assert re.findall(r"<th>(.*?)</th>", html)[3:-2] == [h.replace("<", "&lt;") for h in headers]
+
+
+def test_shared_intermediates_are_computed_once_per_evaluation(registry_tables, monkeypatch) -> None:
+    labels, volumes, counts = registry_tables
+    calls = {"paper_hits": 0, "center_distance_mm": 0}
+    for name in calls:
+        real = getattr(M, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(M, name, counted)
+    values = Evaluator(labels, volumes, counts).per_sample(P.frame_arrays(make_predictions(labels, pose=True)))
+    assert calls == {"paper_hits": 1, "center_distance_mm": 1}
+    assert values["dist_mm_mean"] is values["dist_mm_median"]
