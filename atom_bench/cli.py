@@ -7,6 +7,7 @@ with code 2, without a traceback.
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 from pathlib import Path
@@ -396,6 +397,7 @@ def run() -> None:
     import os
 
     code = main()
+    gc.collect()  # run the finalizers os._exit would skip (a worker pool's semaphores, open files)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -8,6 +8,7 @@ build succeeded. Building twice with the same inputs gives identical bytes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -225,6 +226,13 @@ class _ShardWriter:
             self._writer.close()
             self._writer = None
 
+    def abandon(self) -> None:
+        """Drop an open shard without writing its footer (the build failed; the folder goes)."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+
     def finish(self) -> list[Path]:
         """Close and rename shards to the Hub's ``-NNNNN-of-MMMMM`` pattern; returns final paths."""
         self.close()
@@ -287,10 +295,12 @@ def build_benchmark(
     labels_dir = labels_folder(out, labels_out)
     inputs = [Path(s.path) for s in sources] + ([] if isinstance(volumes, list) else [Path(volumes)])
     check_outputs(inputs, out, labels_dir if config.withhold_test_labels else None, overwrite)
-    with atomic_directory(out) as tmp:
+    rendered = _map_volumes(sources, config, validation_from_train, workers)
+    with atomic_directory(out) as tmp, _abandon_on_error() as open_writers, contextlib.closing(rendered):
         writers = _open_writers(tmp, specs, config)
         label_writers = _open_label_writers(tmp / ".labels", specs, config) if config.withhold_test_labels else {}
-        for source, (cubes, rows) in zip(sources, _map_volumes(sources, config, validation_from_train, workers), strict=True):
+        open_writers += [*writers.values(), *label_writers.values()]
+        for source, (cubes, rows) in zip(sources, rendered, strict=True):
             for table, volume in cubes.items():
                 writers[("volumes", table)].write(_volume_row(source, volume))
             for key, batch in rows.items():
@@ -310,13 +320,44 @@ def build_benchmark(
     return manifest
 
 
+@contextlib.contextmanager
+def _abandon_on_error() -> Iterator[list[_ShardWriter]]:
+    writers: list[_ShardWriter] = []
+    try:
+        yield writers
+    except BaseException:
+        for writer in writers:
+            writer.abandon()
+        raise
+
+
 def _map_volumes(sources, config, validation_from_train, workers) -> Iterator:
+    """Rendered volumes in input order; with ``workers > 1`` from a pool of processes that is
+    always shut down and joined, and whose workers die with this process."""
     jobs = [(s, config, validation_from_train) for s in sources]
     if workers <= 1:
         yield from map(_render_job, jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),))
+    try:
         yield from pool.imap(_render_job, jobs, chunksize=1)
+        pool.close()
+    except BaseException:  # a failed volume, or the consumer gave up (GeneratorExit)
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: a killed build must not leave workers rendering on (Linux: PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _open_writers(root: Path, specs: dict[str, TrackSpec], config: BuildConfig) -> dict[tuple[str, str], _ShardWriter]:

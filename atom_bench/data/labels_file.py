@@ -44,6 +44,20 @@ def split_labels(track: str, split: str, root: BenchmarkLike = None) -> pd.DataF
     return frame
 
 
+def _loads(raw: bytes | str, where: str) -> dict:
+    try:
+        info = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{where} is not valid JSON ({exc.__class__.__name__}); write the labels again with atom-bench build") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{where} must hold a JSON object, not {type(info).__name__}; write the labels again with atom-bench build")
+    return info
+
+
+def _read_json(path: Path) -> dict:
+    return _loads(path.read_bytes(), str(path))
+
+
 def read_labels(path: str | os.PathLike[str], track: str, split: str, manifest_sha256: str | None = None) -> pd.DataFrame:
     """Read a labels file kept apart from the public data.
 
@@ -57,14 +71,14 @@ def read_labels(path: str | os.PathLike[str], track: str, split: str, manifest_s
     if path.is_dir():
         paths = sorted((path / track).glob(f"{split}-*.parquet"))
         info_file = path / "labels-manifest.json"
-        info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+        info = _read_json(info_file) if info_file.is_file() else {}
     else:
         paths = [path] if path.is_file() else []
         try:
             raw = (pq.read_metadata(path).metadata or {}).get(LABELS_META_KEY) if paths else None
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{path}: not a readable labels parquet file ({exc})") from None
-        info = json.loads(raw) if raw else {}
+        info = _loads(raw, f"{path} metadata") if raw else {}
     if not paths:
         raise DataError(f"{path}: no labels for {track}/{split} (expected a parquet file or <dir>/{track}/{split}-*.parquet)")
     for key, want in (("track", track), ("split", split), ("manifest_sha256", manifest_sha256)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,17 +85,44 @@ def _volume_id(path: Path) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
+#: What a volume id may hold: it names files and sample ids, so no path separators or dots first.
+VOLUME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+REQUIRED_COLUMNS = ("path", "subject", "modality")
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "subject", "modality"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"{path} lacks column(s) {', '.join(sorted(missing))}; required: path, subject, modality (group optional)")
-        rows = [dict(row) for row in reader]
-    for row in rows:
+    """The rows of a volumes CSV, each complete and with an absolute ``path``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = set(REQUIRED_COLUMNS) - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{path} lacks column(s) {', '.join(sorted(missing))}; required: path, subject, modality (group optional)")
+            rows = [dict(row) for row in reader]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); save the volumes CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{path} is not a readable CSV ({exc}); check its quoting") from None
+    for line, row in enumerate(rows, start=2):
+        if None in row or any(row.get(c) is None for c in reader.fieldnames or []):
+            raise DataError(f"{path} line {line} has {len([v for k, v in row.items() if k is not None and v is not None])} fields "
+                            f"where the header has {len(reader.fieldnames or [])}; give every row every column")  # fmt: skip
+        for column in REQUIRED_COLUMNS:
+            if not row[column].strip():
+                raise DataError(f"{path} line {line}: empty {column}; every volume needs a path, a subject and a modality")
+        volume_id = row.get("volume_id") or ""
+        if volume_id and not VOLUME_ID.fullmatch(volume_id):
+            raise DataError(f"{path} line {line}: volume_id {_quoted(volume_id)} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        frame = row.get("frame") or ""
+        if frame and not frame.strip().isdigit():
+            raise DataError(f"{path} line {line}: frame {_quoted(frame)} is not a non-negative integer (the 0-based volume of a 4D series)")
         if not Path(row["path"]).is_absolute():
             row["path"] = str((path.parent / row["path"]).resolve())
     return rows
+
+
+def _quoted(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def _assign_groups(subjects: list[str], seed: int) -> dict[str, str]:

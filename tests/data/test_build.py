@@ -241,3 +241,45 @@ def test_cli_build_refuses_overlaps_in_one_line(tmp_path, nibabel_volumes, capsy
     assert main(["build", "--volumes", str(nibabel_volumes), "--out", str(out), "--track", "paper", "--preset", "standard"]) == 0
     assert main(["build", "--volumes", str(nibabel_volumes), "--out", str(out), "--track", "paper"]) == 2
     assert "pass --overwrite to replace it" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.slow
+def test_a_killed_build_leaves_no_workers_and_its_leftovers_go_at_the_next_build(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from atom_bench.data.benchmark import embedded_root
+
+    sources = embedded_root().parent / "sources" / "sources.csv"
+    out = tmp_path / "bench"
+    proc = subprocess.Popen([sys.executable, "-m", "atom_bench.cli", "build", "--volumes", str(sources), "--out", str(out),
+                             "--track", "easy", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and not (len(workers) >= 2 and list(tmp_path.glob(".bench.*.tmp"))):
+        time.sleep(0.2)
+        workers = [k for k in _children(proc.pid) if b"multiprocessing" in Path(f"/proc/{k}/cmdline").read_bytes()] if proc.poll() is None else []
+    assert proc.poll() is None and len(workers) >= 2, "the build ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{w}").exists() for w in workers), "workers outlived their build"
+    assert list(tmp_path.glob(".bench.*.tmp")) and not out.exists()
+    build_benchmark(sources, out, BuildConfig(name="again", tracks=("paper",), counts=SplitCounts(2, 1, 1, 1)))
+    assert not list(tmp_path.glob(".bench.*.tmp")) and (out / "manifest.json").is_file()

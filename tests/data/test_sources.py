@@ -13,6 +13,7 @@ import pytest
 import atom_bench
 from atom_bench._io import sha256_file
 from atom_bench.core.volumes import prepare_volume
+from atom_bench.errors import DataError
 
 SOURCES = Path(atom_bench.__file__).parent / "data" / "sources"
 COLUMNS = ["path", "volume_id", "subject", "modality", "group", "source", "licence"]
@@ -77,3 +78,32 @@ def test_shipped_volume_prepares(volume_id: str, size: int) -> None:
     vol = prepare_volume(SOURCES / f"{volume_id}.nii.gz", size=size, volume_id=volume_id)
     assert vol.data.shape == (size,) * 3 and vol.data.max() == 1.0
     assert 0.03 < vol.mask.mean() < 0.7  # a head-sized foreground, not noise or the whole cube
+
+
+# -- reading a volumes CSV: every bad row is a one-line DataError ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("path,subject,modality\na.nii.gz\n", "line 2 has 1 fields where the header has 3"),
+        ("path,subject,modality\na.nii.gz,,T1\n", "line 2: empty subject"),
+        ("path,subject,modality,volume_id\na.nii.gz,s1,T1,../../evil\n", "volume_id '../../evil' must be"),
+        ("path,subject,modality,frame\na.nii.gz,s1,T1,abc\n", "frame 'abc' is not a non-negative integer"),
+        ("path,subject,modality\na.nii.gz,s1,T1,extra\n", "line 2 has"),
+    ],
+)
+def test_bad_volumes_csv_rows_are_refused(tmp_path, text, message):
+    from atom_bench.data.sources import read_volume_sources
+
+    (tmp_path / "v.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_volume_sources(tmp_path / "v.csv")
+
+
+def test_a_volumes_csv_that_is_not_utf8_is_refused(tmp_path):
+    from atom_bench.data.sources import read_volume_sources
+
+    (tmp_path / "v.csv").write_bytes("path,subject,modality\na.nii.gz,Jürgen,T1\n".encode("latin-1"))
+    with pytest.raises(DataError, match="is not UTF-8 text"):
+        read_volume_sources(tmp_path / "v.csv")

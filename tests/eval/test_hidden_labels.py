@@ -37,3 +37,18 @@ def test_public_test_split_cannot_be_scored_without_the_labels(builds, tmp_path)
     with pytest.raises(AtomBenchError):
         score_file(pred, root=builds / "pub")
     assert main(["score", str(pred), "--root", str(builds / "pub"), "--labels", str(builds / "pub-labels")]) == 0
+
+
+def test_a_corrupt_labels_manifest_is_a_one_line_error(tmp_path):
+    import pytest
+
+    from atom_bench.data.labels_file import split_labels, write_labels
+    from atom_bench.errors import DataError
+    from atom_bench.eval.scoring import Evaluator
+
+    (tmp_path / "easy").mkdir()
+    write_labels(split_labels("easy", "test_unseen"), tmp_path / "easy" / "test_unseen-00000-of-00001.parquet", "easy", "test_unseen", None)
+    for text in ("{not json", "[1, 2]"):
+        (tmp_path / "labels-manifest.json").write_text(text)
+        with pytest.raises(DataError, match="labels-manifest.json (is not valid JSON|must hold a JSON object)"):
+            Evaluator.from_benchmark("easy", "test_unseen", labels=tmp_path)
