@@ -318,6 +318,25 @@ def _open_label_writers(root: Path, specs: dict[str, TrackSpec], config: BuildCo
     }
 
 
+def build_warnings(manifest: dict) -> list[str]:
+    """What a user should know about a build that succeeded: empty test splits, validation drawn
+    from the training volumes (one line each, in the library's terms)."""
+    warnings = []
+    for track, info in manifest["tracks"].items():
+        empty = [split for split, entry in info["splits"].items() if entry["num_samples"] == 0]
+        if empty:
+            warnings.append(
+                f"track {track}: split(s) {', '.join(empty)} are empty; give at least one subject the group "
+                "'unseen' (and 'validation') in the volumes CSV, or build from more subjects"
+            )
+    if manifest["build"].get("validation_from_train"):
+        warnings.append(
+            "no volume is in group 'validation': validation poses come from the training volumes, so checkpoint "
+            "choice and validation scores are optimistic; give a subject the group 'validation' in the volumes CSV"
+        )
+    return warnings
+
+
 def labels_folder(out: str | os.PathLike[str], labels_out: str | os.PathLike[str] | None = None) -> Path:
     """Where withheld test labels go: ``labels_out``, else ``<out>-labels`` beside ``out``."""
     return Path(labels_out) if labels_out else Path(out).with_name(Path(out).name + "-labels")

@@ -283,3 +283,17 @@ def test_a_killed_build_leaves_no_workers_and_its_leftovers_go_at_the_next_build
     assert list(tmp_path.glob(".bench.*.tmp")) and not out.exists()
     build_benchmark(sources, out, BuildConfig(name="again", tracks=("paper",), counts=SplitCounts(2, 1, 1, 1)))
     assert not list(tmp_path.glob(".bench.*.tmp")) and (out / "manifest.json").is_file()
+
+
+def test_build_warns_about_empty_test_splits_and_validation_from_training(tmp_path, nibabel_data, capsys):
+    from atom_bench.cli import main
+    from atom_bench.data.build import build_warnings
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "t1.nii").write_bytes((nibabel_data / "anatomical.nii").read_bytes())
+    assert main(["build", "--volumes", str(one), "--out", str(tmp_path / "b"), "--track", "paper"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: track paper: split(s) test_unseen are empty" in err and "validation poses come from the training volumes" in err
+    manifest = load_manifest(tmp_path / "b")
+    assert len(build_warnings(manifest)) == 2
