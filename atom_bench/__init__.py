@@ -33,6 +33,8 @@ _EXPORTS = {
     "BuildConfig": "atom_bench.data.build",
     "prepare_volume": "atom_bench.core.volumes",
     "get_track": "atom_bench.core.tracks",
+    "fine_grid_to_label_order": "atom_bench.core.labels",
+    "Benchmark": "atom_bench.data.benchmark",
     "dummy_prediction": "atom_bench.eval.predictions",
     "write_predictions": "atom_bench.eval.predictions",
     "validate_predictions": "atom_bench.eval.predictions",

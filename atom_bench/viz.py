@@ -1,4 +1,11 @@
-"""Pictures of samples: the slice beside three orthogonal cuts of its volume with the plane drawn in."""
+"""Pictures of samples: the slice beside three orthogonal cuts of its volume with the plane drawn in.
+
+Each cut is labelled with its RAS orientation letters (array axis ``a`` runs from ``LPI[a]`` to
+``RAS[a]``, PROTOCOL section 2) and shows the coarse block grid the labels refer to. Where the
+slice plane crosses a cut steeply, the intersection line is drawn; where it lies within
+:data:`FOOTPRINT_DEGREES` of the cut, that line would be long and misleading, so the slice
+rectangle's footprint (its projection onto the cut) is drawn instead, dashed.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,14 @@ import numpy as np
 from atom_bench._io import atomic_path
 from atom_bench.data.dataset import load_split, load_volume
 from atom_bench.errors import DataError
+from atom_bench.core.labels import coarse_boundaries_vox
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES
 
 # (fixed array axis, horizontal axis, vertical axis) of each orthogonal cut
 _CUTS = (("axial", 2, 0, 1), ("coronal", 1, 0, 2), ("sagittal", 0, 1, 2))
+_LOW_END, _HIGH_END = "LPI", "RAS"  # the letter at each end of array axes 0, 1, 2 (RAS+ cubes)
+FOOTPRINT_DEGREES = 30.0  # a plane closer than this to a cut is drawn as its footprint
+LITTLE_TISSUE = 0.1  # below this tissue fraction the picture says the slice is outside tissue
 
 
 def parse_sample_id(sample_id: str) -> tuple[str, str]:
@@ -42,6 +53,27 @@ def plane_trace(center: np.ndarray, u: np.ndarray, v: np.ndarray, half: tuple[fl
     return points[inside]
 
 
+def plane_footprint(center: np.ndarray, u: np.ndarray, v: np.ndarray, half: tuple[float, float]) -> np.ndarray:
+    """The slice rectangle's closed outline ``(5, 3)`` in voxels (drop an axis to project it)."""
+    half_v, half_u = half
+    corners = [(-1, -1), (-1, 1), (1, 1), (1, -1), (-1, -1)]
+    return np.array([center + a * half_v * v + b * half_u * u for a, b in corners])
+
+
+def near_in_plane(u: np.ndarray, v: np.ndarray, axis: int, degrees: float = FOOTPRINT_DEGREES) -> bool:
+    """Whether the slice plane lies within ``degrees`` of the cut perpendicular to ``axis``."""
+    normal = np.cross(u, v)
+    return abs(normal[axis]) / np.linalg.norm(normal) >= np.cos(np.radians(degrees))
+
+
+def _orientation_letters(ax, x_axis: int, y_axis: int) -> None:
+    style = {"color": "yellow", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+    ax.text(0.02, 0.5, _LOW_END[x_axis], ha="left", va="center", **style)
+    ax.text(0.98, 0.5, _HIGH_END[x_axis], ha="right", va="center", **style)
+    ax.text(0.5, 0.02, _LOW_END[y_axis], ha="center", va="bottom", **style)
+    ax.text(0.5, 0.98, _HIGH_END[y_axis], ha="center", va="top", **style)
+
+
 def render_sample(sample_id: str, out: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
     """Write a PNG of a sample: its slice and three cuts of its volume through the slice centre."""
     import matplotlib
@@ -66,18 +98,34 @@ def render_sample(sample_id: str, out: str | os.PathLike[str], root: str | os.Pa
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), constrained_layout=True)
     axes[0].imshow(np.asarray(row["slice"]), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title(f"slice {h}x{w} ({row['view']})")
+    tissue = float(row["tissue_fraction"])
+    if tissue < LITTLE_TISSUE:
+        axes[0].set_title(f"slice {h}x{w} ({row['view']}): outside tissue ({100 * tissue:.0f}% tissue)", color="tab:red", fontsize=9)
+    else:
+        axes[0].set_title(f"slice {h}x{w} ({row['view']}), {100 * tissue:.0f}% tissue", fontsize=9)
     for ax, (name, axis, x_axis, y_axis) in zip(axes[1:], _CUTS, strict=True):
         cut = np.take(volume.data, fixed[axis], axis=axis)
         ax.imshow(cut.T, cmap="gray", origin="lower", vmin=0, vmax=1)
-        trace = plane_trace(center, u, v, half, axis)
-        ax.plot(trace[:, x_axis], trace[:, y_axis], color="tab:orange", lw=2)
+        for edge in coarse_boundaries_vox(volume.size):
+            ax.axvline(edge, color="tab:cyan", lw=0.6, alpha=0.7)
+            ax.axhline(edge, color="tab:cyan", lw=0.6, alpha=0.7)
+        if near_in_plane(u, v, axis):
+            outline = plane_footprint(center, u, v, half)
+            ax.plot(outline[:, x_axis], outline[:, y_axis], color="tab:orange", lw=1.5, ls="--")
+            label = "footprint"
+        else:
+            trace = plane_trace(center, u, v, half, axis)
+            ax.plot(trace[:, x_axis], trace[:, y_axis], color="tab:orange", lw=2)
+            label = "intersection"
         ax.plot(center[x_axis], center[y_axis], "+", color="tab:red", ms=10)
-        ax.set_title(f"{name} cut at {'ijk'[axis]}={fixed[axis]}")
+        _orientation_letters(ax, x_axis, y_axis)
+        ax.set_title(f"{name} cut at {'ijk'[axis]}={fixed[axis]} (plane: {label})", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
         f"{sample_id}  volume {row['volume_id']} ({row['modality']})  high {row['high_label']}  low {row['low_label']}  "
+        f"(cyan: coarse block grid)  "
         "centre (" + ", ".join(f"{x:.1f}" for x in np.asarray(row["center_mm"])) + ") mm",
         fontsize=9,
     )

@@ -71,6 +71,34 @@ def coarse_block_centers_vox(size: int) -> NDArray[np.float64]:
     return (_decode(np.arange(N_HIGH)) + 0.5) * size / 3.0 - 0.5
 
 
+def coarse_boundaries_vox(size: int) -> NDArray[np.float64]:
+    """The two coarse block boundaries along each axis, in voxels: ``k S / 3 - 0.5`` for k = 1, 2
+    (a centre exactly on a boundary belongs to the upper block)."""
+    return size * np.arange(1, 3) / 3.0 - 0.5
+
+
+def fine_grid_to_label_order(grid):
+    """Scores on the 9 x 9 x 9 fine grid (array axes 0, 1, 2 last: ``(..., 9, 9, 9)``) as
+    ``(..., 729)`` in ``low_label`` order, for numpy arrays and torch tensors alike.
+
+    Fine cell ``f = 3 a + b`` per axis (``a`` the coarse cell, ``b`` the sub-cell), so label
+    ``27 (9 a0 + 3 a1 + a2) + 9 b0 + 3 b1 + b2``::
+
+        >>> scores = np.arange(729.0).reshape(9, 9, 9)      # scores[f0, f1, f2]
+        >>> low = fine_grid_to_label_order(scores)          # low[k] = score of fine label k
+        >>> bool(low[low_label(np.array([10.0, 40.0, 60.0]), 64)] == scores[1, 5, 8])
+        True
+    """
+    lead = tuple(grid.shape[:-3])
+    if tuple(grid.shape[-3:]) != (9, 9, 9):
+        raise ValueError(f"a fine grid has shape (..., 9, 9, 9); got {tuple(grid.shape)}")
+    n = len(lead)
+    x = grid.reshape(*lead, 3, 3, 3, 3, 3, 3)  # (..., a0, b0, a1, b1, a2, b2)
+    order = (*range(n), n, n + 2, n + 4, n + 1, n + 3, n + 5)  # (..., a0, a1, a2, b0, b1, b2)
+    x = x.permute(*order) if hasattr(x, "permute") else x.transpose(order)
+    return x.reshape(*lead, N_LOW)
+
+
 def paper_label_masks(corners_vox: ArrayLike, size: int) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Multi-hot paper labels from slice corners.
 

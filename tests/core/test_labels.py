@@ -94,3 +94,30 @@ def test_paper_labels_empty_outside_cube():
     corners = np.array([[[-1.0, 5, 5], [5, 5, 5], [5, 5, 5], [5, 5, 5]]])
     high, low = L.paper_label_masks(corners, 20)
     assert not high.any() and not low.any()
+
+
+@given(
+    center=st.tuples(*[st.floats(-0.5, 63.49, allow_nan=False)] * 3),
+    size=st.sampled_from([16, 20, 64, 100]),
+)
+def test_fine_grid_to_label_order_puts_each_cell_at_its_label(center, size):
+    import torch
+
+    from atom_bench.core.labels import fine_cells, fine_grid_to_label_order
+
+    c = np.asarray(center) * (size / 64.0)
+    grid = np.random.default_rng(0).random((2, 9, 9, 9))
+    cell = tuple(int(x) for x in np.clip(((c + 0.5) * 9 // size).astype(int), 0, 8))
+    label = int(L.low_label(c, size))
+    assert tuple(fine_cells(label)) == cell
+    for scores in (grid, torch.from_numpy(grid)):
+        assert float(fine_grid_to_label_order(scores)[1, label]) == grid[1][cell]
+
+
+def test_coarse_boundaries_separate_the_blocks():
+    from atom_bench.core.labels import coarse_boundaries_vox
+
+    for size in (20, 64):
+        lo, hi = coarse_boundaries_vox(size)
+        assert L.high_label(np.array([lo - 1e-9, 0, 0]), size) == 0 and L.high_label(np.array([lo, 0, 0]), size) == 9
+        assert L.high_label(np.array([hi, 0, 0]), size) == 18
