@@ -28,7 +28,8 @@ MC_RESAMPLES = 2000
 KINDS = ("proportion", "mean", "median")
 
 
-def _rng(seed: int, key: str) -> np.random.Generator:
+def rng_for(seed: int, key: str) -> np.random.Generator:
+    """The generator of one named statistic: draws do not depend on the order of calls."""
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
@@ -125,7 +126,36 @@ def _means(x: np.ndarray, codes: np.ndarray, n: np.ndarray, alpha: float, seed: 
         start = np.concatenate([[0], np.cumsum(n)[:-1]])
         for g in small:
             values = x[order[start[g] : start[g] + n[g]]]
-            rng = _rng(seed, f"{key}/{g}")
+            rng = rng_for(seed, f"{key}/{g}")
             boot = values[rng.integers(0, n[g], size=(MC_RESAMPLES, n[g]))].mean(axis=1)
             lo[g], hi[g] = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return mean, lo, hi
+
+
+#: Fewest volumes for which a volume-level (cluster) interval is reported.
+MIN_VOLUMES = 5
+
+
+def cluster_draws(codes: np.ndarray, rng: np.random.Generator, resamples: int) -> list[np.ndarray]:
+    """Row indices of cluster bootstrap samples: volumes with replacement, then slices within each.
+
+    ``codes (N,)`` is each slice's volume; every draw takes as many volumes as there are, and
+    from each drawn volume as many slices (with replacement) as it has.
+    """
+    members = [np.flatnonzero(codes == v) for v in np.unique(codes)]
+    draws = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(members), size=len(members))
+        draws.append(np.concatenate([members[v][rng.integers(0, len(members[v]), size=len(members[v]))] for v in picked]))
+    return draws
+
+
+def cluster_interval(x: np.ndarray, draws: list[np.ndarray], kind: str, confidence: float = 0.95) -> list[float]:
+    """Percentile interval of a statistic (``kind``) over cluster bootstrap ``draws``."""
+    x = np.asarray(x, dtype=np.float64)
+    stat = np.median if kind == "median" else np.mean
+    values = np.array([stat(x[rows]) for rows in draws])
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return [float(lo), float(hi)]
+

@@ -214,3 +214,48 @@ def test_labels_directory_as_written_by_build(tmp_path: Path) -> None:
         Evaluator.from_benchmark("easy", "test_unseen", labels=tmp_path)
     with pytest.raises(DataError, match="no labels for easy/test_seen"):
         Evaluator.from_benchmark("easy", "test_seen", labels=tmp_path)
+
+
+def test_render_scores_prints_labels_from_the_data_as_plain_text(tables) -> None:
+    import io
+
+    from rich.console import Console
+
+    from atom_bench.eval.scoring import render_scores
+
+    labels, volumes, counts = tables
+    labels = labels.copy()
+    labels["modality"] = np.array(["[/]", "[link=https://evil.example]T1[/link]", "[bold red]CT"], dtype=object)[np.arange(len(labels)) % 3]
+    ev = Evaluator(labels, volumes, counts, track="[/red]", split="[blink]validation")
+    result = ev.evaluate(make_predictions(labels, accuracy=0.5))
+    buffer = io.StringIO()
+    Console(file=buffer, width=400, force_terminal=True).print(render_scores(result))  # MarkupError before
+    out = buffer.getvalue()
+    for text in ("modality=[/] (n=", "modality=[link=https://evil.example]T1[/link]", "modality=[bold red]CT", "[/red]/[blink]validation"):
+        assert text in out, text
+    assert "\x1b]8;" not in out  # no terminal hyperlink
+
+
+def test_score_file_refuses_a_track_that_is_no_name(tmp_path: Path) -> None:
+    frame = atom_bench.dummy_prediction("easy", "test_seen")
+    for track in ("../easy", ["easy"], "x" * 10_000):
+        meta = {**frame.attrs["atom_bench"], "track": track}
+        path = P.write_predictions(frame, tmp_path / "p.parquet", meta=meta)
+        with pytest.raises(PredictionError, match="not a track/split name|track must be text") as info:
+            score_file(path)
+        assert len(str(info.value)) < 300
+
+
+def test_volume_level_intervals_are_reported_only_from_enough_volumes():
+    labels, volumes, counts = make_tables(n=600, n_volumes=8, seed=3)
+    ev = Evaluator(labels, volumes, counts, track="easy", split="test_unseen")
+    result = ev.evaluate(make_predictions(labels, seed=1, accuracy=0.5))
+    level = result["volume_level"]
+    assert level["n_volumes"] == 8 and set(level["metrics"]) <= set(result["metrics"])
+    lo, hi = level["metrics"]["top1_high"]["ci"]
+    assert lo <= result["metrics"]["top1_high"]["value"] <= hi
+    few_labels, few_volumes, few_counts = make_tables(n=200, n_volumes=3, seed=3)
+    few = Evaluator(few_labels, few_volumes, few_counts, track="easy", split="test_unseen")
+    assert few.evaluate(make_predictions(few_labels, seed=1))["volume_level"] == {
+        "n_volumes": 3, "note": "not meaningful with 3 volume(s); needs at least 5"
+    }
