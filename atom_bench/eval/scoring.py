@@ -15,7 +15,6 @@ per-sample values, requirements and statistic). Intervals come from :mod:`atom_b
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -174,6 +173,26 @@ class Evaluator:
         }
         return {"metrics": overall, "breakdowns": breakdowns}
 
+    def volume_level(self, values: dict[str, np.ndarray], resamples: int = intervals.MC_RESAMPLES) -> dict:
+        """Cluster-bootstrap intervals (volumes, then slices within them) of the overall metrics.
+
+        Slices of one volume are not independent: for a claim about unseen volumes this is the
+        interval to read. Below ``intervals.MIN_VOLUMES`` volumes it is not computed, and says why.
+        """
+        if "volume_id" not in self.groups:
+            return {"note": "the labels name no volume_id"}
+        codes = self.groups["volume_id"][0]
+        n_volumes = len(self.groups["volume_id"][1])
+        if n_volumes < intervals.MIN_VOLUMES:
+            return {"n_volumes": n_volumes, "note": f"not meaningful with {n_volumes} volume(s); needs at least {intervals.MIN_VOLUMES}"}
+        draws = intervals.cluster_draws(codes, intervals.rng_for(self.seed, "volume_level"), resamples)
+        metrics = {
+            name: {"ci": intervals.cluster_interval(x, draws, COMPUTED_METRICS[name].aggregate, self.confidence)}
+            for name, x in values.items() if np.isfinite(np.asarray(x, dtype=np.float64)).all()
+        }  # fmt: skip
+        return {"n_volumes": n_volumes, "method": "cluster bootstrap: volumes with replacement, then slices within them",
+                "resamples": resamples, "metrics": metrics}  # fmt: skip
+
     # -- floors -----------------------------------------------------------------------------
     def floors(self) -> dict[str, dict]:
         """Scores of the chance and training-prior predictors on the same samples.
@@ -223,12 +242,16 @@ class Evaluator:
         result["predictions_sha256"] = sha256_file(path)
         return result
 
+    def read_aligned(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+        """Validate a prediction file and return its arrays in the labels' row order (no scoring)."""
+        arrays, _, positions = P.read_arrays(
+            path, track=self.info["track"], split=self.info["split"], sample_ids=self.id_array,
+            manifest_sha256=self.info["manifest_sha256"], dataset_revision=self.info["dataset_revision"],
+        )  # fmt: skip
+        return _aligned(arrays, positions)
+
     def _result(self, arrays: dict[str, np.ndarray], positions: np.ndarray, floors: bool) -> dict:
-        aligned = {}
-        for key, value in arrays.items():
-            if key != "sample_id":
-                aligned[key] = np.empty_like(value)
-                aligned[key][positions] = value
+        aligned = _aligned(arrays, positions)
         summary = self.summarise(self.per_sample(aligned), "model")
         have = self.available(aligned)
         skipped = {name: reason for name, spec in COMPUTED_METRICS.items() if (reason := spec.skip_reason(have))}
@@ -242,11 +265,22 @@ class Evaluator:
             "bootstrap": {"method": "percentile bootstrap over samples (exact where closed-form)", "seed": self.seed,
                           "mc_resamples": intervals.MC_RESAMPLES, "mc_max_n": intervals.MC_MAX_N},  # fmt: skip
             **summary,
+            "volume_level": self.volume_level(self.per_sample(aligned)),
             "skipped": skipped,
         }
         if floors:
             result["floors"] = self.floors()
         return result
+
+
+def _aligned(arrays: dict[str, np.ndarray], positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Prediction arrays reordered so that row ``i`` is the labels' row ``i``."""
+    aligned = {}
+    for key, value in arrays.items():
+        if key != "sample_id":
+            aligned[key] = np.empty_like(value)
+            aligned[key][positions] = value
+    return aligned
 
 
 def _num(x: float) -> float | None:
@@ -257,16 +291,18 @@ def score_file(
     path: str | os.PathLike[str], *, root: BenchmarkLike = None, labels: str | os.PathLike[str] | None = None
 ) -> dict:
     """Validate a prediction file against its split (read from the file's metadata) and score it."""
-    meta = P.file_meta(path)
-    track, split = meta.get("track"), meta.get("split")
-    if not track or not split:
-        raise P.PredictionError(f"{Path(path).name}: the metadata names no track or split; write it with atom_bench.write_predictions")
+    track, split = P.file_target(path)
     return Evaluator.from_benchmark(track, split, root=root, labels=labels).evaluate_file(path)
 
 
 def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view")):
-    """A rich table: each metric, its 95% interval, and the chance and prior floors beside it."""
+    """A rich table: each metric, its 95% interval, and the chance and prior floors beside it.
+
+    Track, split and breakdown labels come from the data (a volumes table's modality may read
+    ``[/]``): they are plain :class:`rich.text.Text`, never parsed as markup.
+    """
     from rich.table import Table
+    from rich.text import Text
 
     def fmt(entry: dict | None, spec: MetricSpec, ci: bool = False) -> str:
         if not entry or entry.get("value") is None:
@@ -277,13 +313,13 @@ def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view
             return "-" if lo is None else f"[{lo * scale:.1f}, {hi * scale:.1f}]"
         return f"{entry['value'] * scale:.1f}{unit}"
 
-    table = Table(title=f"{result.get('track')}/{result.get('split')}: {result['n_samples']} samples")
+    table = Table(title=Text(f"{result.get('track')}/{result.get('split')}: {result['n_samples']} samples", style="table.title"))
     for col in ("metric", "value", "95% CI", "chance", "prior"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     floors = result.get("floors", {})
 
     def add(label: str, entry: dict | None, spec: MetricSpec, floor: list) -> None:
-        table.add_row(label, fmt(entry, spec), fmt(entry, spec, ci=True), *(fmt(f, spec) for f in floor))
+        table.add_row(Text(label), fmt(entry, spec), fmt(entry, spec, ci=True), *(fmt(f, spec) for f in floor))  # numbers: ours
 
     for name, spec in METRICS.items():
         if name in result["metrics"]:
