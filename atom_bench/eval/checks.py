@@ -24,12 +24,45 @@ from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import PredictionError
 
 SHOW = 3  # offending ids quoted per problem
+QUOTE_CHARS = 60  # characters of a user value quoted in a message
 RANGES = {"high": N_HIGH, "low": N_LOW, "high_top5": N_HIGH, "low_top5": N_LOW}
 WIDTHS = {"high_top5": 5, "low_top5": 5, "center_mm": 3, "normal_mm": 3}
 KNOWN = ("sample_id", "high", "low", *WIDTHS)
 INT_RE = r"^-?[0-9]{1,18}$"  # what Arrow casts to int64 without overflow
 FLOAT_RE = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|nan|inf|infinity)$"
 UNIT_TOL = 1e-3
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A user value as ``repr`` shows it, cut to its first ``limit`` characters.
+
+    Messages quote ids, column names and metadata that the user wrote: a 50 MB id must not
+    become a 50 MB "one-line" error. ``repr`` also shows control characters as escapes.
+    """
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # an integer of more than 4300 digits
+        return f"a {type(value).__name__} too long to show"
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{repr(text[:limit]) if isinstance(value, str) else text[:limit]}... ({len(text)} characters)"
+
+
+def quote_all(values: Iterable[object], show: int = 10) -> str:
+    """The first ``show`` values, each shortened by :func:`quote`, then how many more there are."""
+    values = list(values)
+    head = ", ".join(quote(v) for v in values[:show])
+    return head + (f" and {len(values) - show} more" if len(values) > show else "")
+
+
+def brief(exc: object, limit: int = 200) -> str:
+    """The first line of an exception's message (or any text), at most ``limit`` characters.
+
+    Arrow's messages may quote a whole row of the user's file.
+    """
+    lines = str(exc).splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Ids:
@@ -71,7 +104,7 @@ class Report:
     def raise_if_any(self) -> None:
         parts = list(self.messages)
         for kind, (count, ids) in self.rows.items():
-            shown = ", ".join(repr(i) for i in ids)
+            shown = ", ".join(quote(i) for i in ids)
             parts.append(f"{count} {kind} (e.g. {shown})")
         if parts:
             n = len(parts)
@@ -96,7 +129,7 @@ def sniff(path: Path) -> tuple[str, dict | None]:
         try:
             raw = (pq.read_metadata(path).metadata or {}).get(b"atom_bench")
         except (pa.ArrowException, OSError) as exc:
-            raise PredictionError(f"{name}: unreadable parquet file ({exc})") from None
+            raise PredictionError(f"{name}: unreadable parquet file ({brief(exc)})") from None
         return "parquet", _parse_meta(name, raw)
     if path.suffix.lower() in (".parquet", ".pq"):
         raise PredictionError(f"{name}: not a parquet file (no PAR1 magic bytes)")
@@ -113,15 +146,23 @@ def sniff(path: Path) -> tuple[str, dict | None]:
     return "csv", None
 
 
+#: Metadata fields a prediction file records; each is text (or null).
+META_FIELDS = ("format", "track", "split", "manifest_sha256", "dataset_revision", "toolkit_version")
+
+
 def _parse_meta(name: str, raw: bytes | None) -> dict | None:
     if raw is None:
         return None
     try:
         meta = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise PredictionError(f"{name}: the atom_bench metadata is not valid JSON") from None
     if not isinstance(meta, dict):
         raise PredictionError(f"{name}: the atom_bench metadata must be a JSON object")
+    wrong = [key for key in META_FIELDS if meta.get(key) is not None and not isinstance(meta[key], str)]
+    if wrong:
+        kinds = "; ".join(f"{key} must be text, not {type(meta[key]).__name__}" for key in wrong)
+        raise PredictionError(f"{name}: in the atom_bench metadata, {kinds}; write the file with atom_bench.write_predictions")
     return meta
 
 
@@ -139,7 +180,7 @@ def check_meta(meta: dict | None, expected: dict, report: Report, *, required: b
             got_s = str(got)[:12] if got else "no dataset hash"
             report.fail(f"made for dataset {got_s} but this benchmark is {str(want)[:12]}; predict again on this revision")
         elif key != "dataset_revision" or "manifest_sha256" not in expected:
-            report.fail(f"made for {key} {got!r}, checked against {want!r}")
+            report.fail(f"made for {key} {quote(got)}, checked against {quote(want)}")
 
 
 def iter_parquet(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
@@ -147,7 +188,7 @@ def iter_parquet(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         with pq.ParquetFile(path) as reader:
             yield from reader.iter_batches(batch_size=chunk_rows, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
-        raise PredictionError(f"{path.name}: unreadable parquet file, truncated or corrupt ({exc})") from None
+        raise PredictionError(f"{path.name}: unreadable parquet file, truncated or corrupt ({brief(exc)})") from None
 
 
 def iter_csv(path: Path, chunk_rows: int, has_meta: bool) -> Iterator[pa.RecordBatch]:
@@ -162,13 +203,13 @@ def iter_csv(path: Path, chunk_rows: int, has_meta: bool) -> Iterator[pa.RecordB
     try:
         names = next(csv.reader(io.StringIO(header_line)))
     except csv.Error as exc:  # e.g. a lone carriage return inside the header
-        raise PredictionError(f"{path.name}: malformed CSV header ({exc}); write the file with atom_bench.write_predictions") from None
+        raise PredictionError(f"{path.name}: malformed CSV header ({brief(exc)}); write the file with atom_bench.write_predictions") from None
     read = pacsv.ReadOptions(skip_rows=int(has_meta), block_size=max(1 << 16, chunk_rows * 64))
     convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
     try:
         yield from pacsv.open_csv(path, read_options=read, convert_options=convert)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise PredictionError(f"{path.name}: malformed or truncated CSV ({str(exc).splitlines()[0]})") from None
+        raise PredictionError(f"{path.name}: malformed or truncated CSV ({brief(exc)})") from None
 
 
 def _parse_text(arr: pa.Array, integer: bool) -> tuple[pa.Array, np.ndarray]:
@@ -186,7 +227,7 @@ def _scalar(col: pa.Array, name: str, from_csv: bool, report: Report, ids: Ids) 
         col, bad_type = _parse_text(col, integer=True)
         report.add(f"{name} values that are not integers", bad_type, ids)
     elif not pa.types.is_integer(col.type):
-        report.fail(f"column {name} has type {col.type}; write integers")
+        report.fail(f"column {name} has type {brief(col.type, 80)}; write integers")
         return np.full(len(col), -1, dtype=np.int64)
     missing = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool) & ~bad_type
     report.add(f"missing {name} values", missing, ids)
@@ -203,7 +244,7 @@ def _listcol(col: pa.Array, name: str, from_csv: bool, report: Report, ids: Ids)
         text = pc.utf8_trim_whitespace(pc.replace_substring_regex(col, r"[\[\](),;]", " "))
         col = pc.split_pattern_regex(text, r"\s+")
     elif not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
-        report.fail(f"column {name} has type {col.type}; write a list of {width} numbers per row")
+        report.fail(f"column {name} has type {brief(col.type, 80)}; write a list of {width} numbers per row")
         return None
     lengths = np.asarray(pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False))
     report.add(f"missing {name} values", lengths < 0, ids)
@@ -213,11 +254,12 @@ def _listcol(col: pa.Array, name: str, from_csv: bool, report: Report, ids: Ids)
         flat, bad = _parse_text(flat, integer)
         kind = "integers" if integer else "numbers"
     elif integer and not pa.types.is_integer(flat.type) or not (pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type)):
-        report.fail(f"column {name} holds {flat.type}; write {'integers' if integer else 'numbers'}")
+        report.fail(f"column {name} holds {brief(flat.type, 80)}; write {'integers' if integer else 'numbers'}")
         return None
     else:
         bad, kind = np.zeros(len(flat), dtype=bool), ""
-    values = np.array(pc.fill_null(pc.cast(flat, pa.float64()), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    # unsafe cast: integers beyond 2**53 lose precision (never range) and are refused below as out of range
+    values = np.array(pc.fill_null(pc.cast(flat, pa.float64(), safe=False), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
     values[bad] = np.nan
     row_of = np.repeat(np.arange(len(col)), np.maximum(lengths, 0))
     bad_rows = np.bincount(row_of[bad], minlength=len(col)) > 0
@@ -255,10 +297,10 @@ def check_batches(batches: Iterable[pa.RecordBatch], report: Report, *, from_csv
             present = batch.schema.names
             unknown = [c for c in present if c not in KNOWN]
             if unknown:
-                report.fail(f"unknown column(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KNOWN)}")
+                report.fail(f"unknown column(s) {quote_all(unknown)}; allowed: {', '.join(KNOWN)}")
             missing = [c for c in ("sample_id", "high", "low") if c not in present]
             if missing:
-                raise report.fatal(f"missing required column(s) {', '.join(missing)}; found {', '.join(present) or 'none'}")
+                raise report.fatal(f"missing required column(s) {', '.join(missing)}; found {quote_all(present) or 'none'}")
             if len(set(present)) != len(present):
                 raise report.fatal("repeated column names in the header")
         n = batch.num_rows
@@ -266,7 +308,7 @@ def check_batches(batches: Iterable[pa.RecordBatch], report: Report, *, from_csv
         if pa.types.is_dictionary(sid.type):
             sid = pc.cast(sid, sid.type.value_type)
         if not (pa.types.is_string(sid.type) or pa.types.is_large_string(sid.type)):
-            raise report.fatal(f"column sample_id has type {sid.type}; write strings")
+            raise report.fatal(f"column sample_id has type {brief(sid.type, 80)}; write strings")
         sid = sid.cast(pa.string()) if pa.types.is_large_string(sid.type) else sid
         show = Ids(sid, offset)
         report.add("rows without a sample_id", np.asarray(sid.is_null().to_numpy(zero_copy_only=False), dtype=bool), show)

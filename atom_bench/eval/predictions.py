@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ META_KEY = "atom_bench"
 SCALAR_COLUMNS = ("sample_id", "high", "low")
 LIST_WIDTHS = {"high_top5": 5, "low_top5": 5, "center_mm": 3, "normal_mm": 3}
 COLUMNS = SCALAR_COLUMNS + tuple(LIST_WIDTHS)
+TARGET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a track or split as a file records it
 
 
 def make_meta(track: str, split: str, manifest_sha256: str | None, dataset_revision: str | None = None) -> dict:
@@ -275,3 +277,15 @@ def file_meta(path: str | os.PathLike[str]) -> dict:
     if not meta:
         raise PredictionError(f"{Path(path).name}: records no track/split; write it with atom_bench.write_predictions")
     return meta
+
+
+def file_target(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(track, split)`` that a prediction file records, each a plain name (they name folders)."""
+    meta = file_meta(path)
+    for key in ("track", "split"):
+        value = meta.get(key)
+        if not value:
+            raise PredictionError(f"{Path(path).name}: the metadata names no {key}; write it with atom_bench.write_predictions")
+        if not TARGET_NAME_RE.fullmatch(value):
+            raise PredictionError(f"{Path(path).name}: the metadata names {key} {chk.quote(value)}, not a track/split name; write it with atom_bench.write_predictions")
+    return meta["track"], meta["split"]

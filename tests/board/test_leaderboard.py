@@ -136,3 +136,177 @@ def test_html_opens_in_headless_chromium(boards) -> None:
         assert after == sorted(names)
     finally:
         driver.quit()
+
+
+# -- hostile records ---------------------------------------------------------------------------
+
+NASTY = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "| injected | cells |",
+    "`code` *bold* _em_ ~strike~ $x$",
+    "[click](javascript:alert(1))",
+    "# heading",
+    "![img](https://evil.example/x.png)",
+    '=HYPERLINK("https://evil.example","click")',
+    "+1+1",
+    "-2+3",
+    "@SUM(1;2)",
+    "&lt;b&gt; &amp; back\\slash",
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[Path, Path]:
+    """Records with every kind of markup in their metadata, plus hand-edited ones with control
+    characters and bad links (``submit`` refuses those; a pull request could still add them)."""
+    import json
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    subs, out = tmp / "submissions", tmp / "leaderboards"
+    labels, volumes, counts = make_tables(n=120, n_volumes=3, seed=9)
+    ev = Evaluator(labels, volumes, counts, track="easy", split="test_seen", manifest_sha256="dd" * 32, dataset_revision="1.0")
+    frame = make_predictions(labels, seed=1, accuracy=0.5, meta=P.make_meta("easy", "test_seen", "dd" * 32, "1.0"))
+    path = P.write_predictions(frame, tmp / "p.parquet")
+    for i, text in enumerate(NASTY):
+        meta = {**META, "model_name": text, "authors": [text], "training_data": text, "hardware": text, "seeds": [-1, i]}
+        submit(path, name=f"m{i}", meta=meta, evaluator=ev, submissions_dir=subs)
+    for name, extra in (("evil\n| x | y |", {"model_name": "two\n# lines\r\n<b>x</b>", "code_url": "javascript:alert(1)"}),
+                        ("quote", {"code_url": 'https://x.example/"onmouseover="alert(1)\'<x>', "date": "\u2028<i>"})):  # fmt: skip
+        folder = subs / "easy" / name
+        shutil.copytree(subs / "easy" / "m0", folder)
+        record = json.loads((folder / "metadata.json").read_text())
+        (folder / "metadata.json").write_text(json.dumps({**record, "name": name, **extra}))
+    lb.regenerate(subs, out)
+    return subs, out
+
+
+def _unescaped_pipes(line: str) -> int:
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def test_markdown_fields_are_inert(hostile) -> None:
+    md = (hostile[1] / "easy.md").read_text()
+    lines = md.splitlines()
+    head = next(line for line in lines if line.startswith("| rank"))
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 2 + len(NASTY) + 2 + 2  # header, rule, submissions, hand-edited records, floors
+    assert all(_unescaped_pipes(line) == _unescaped_pipes(head) for line in table)
+    assert all(line.endswith(" |") for line in table if not line.startswith("|---"))
+    assert [line for line in lines if line.startswith("#")] == ["# ATOM-Bench leaderboard: easy", f"## test_seen (dataset 1.0, manifest {'dd' * 6})"]
+    assert len(lines) == 5 + 2 + len(table)  # no line was added by a field
+    assert not re.search(r"(?<!\\)\]\(", md)  # no link or image: every bracket is escaped
+    for bad in ("<script", "<img", "<b>", "<i>", "`code`", "*bold*", " _em_", "~strike~", "$x$", "\u2028", "\r"):
+        assert bad not in md, bad
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "&amp;lt;b&amp;gt;" in md and "back\\\\slash" in md
+    assert "evil\ufffd\\| x \\| y \\|" in md  # a newline in a name is shown, not obeyed
+
+
+def test_html_fields_are_inert(hostile) -> None:
+    page = (hostile[1] / "index.html").read_text()
+    assert page.count("<script") == 1 and "<img" not in page and "<b>" not in page and "<i>" not in page
+    hrefs = re.findall(r"<a ([^>]*)>", page)
+    assert hrefs and all(re.fullmatch(r'href="https://[^"<>\s]+"', h) for h in hrefs), hrefs
+    assert "javascript:" not in "".join(hrefs) and "onmouseover=&quot;" in page  # quoted, not an attribute
+    assert "\n| x" not in page and "\u2028" not in page
+
+
+def test_csv_cells_are_not_formulas(hostile) -> None:
+    text = (hostile[1] / "easy.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(NASTY) + 2 + 2
+    cells = [v for r in rows for k, v in r.items() if k in ("name", "model_name", "authors", "training_data", "hardware", "seeds", "code_url")]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["m7"]["model_name"] == "'" + NASTY[7] and by_name["m9"]["hardware"] == "'-2+3" and by_name["m0"]["seeds"] == "'-1;0"
+    assert by_name["m0"]["n_parameters"] == "10" and float(by_name["m0"]["top1_high"]) > 0
+    assert lb._csv(-0.25) == -0.25 and lb._csv(-3) == -3 and lb._csv("-0.25") == "'-0.25" and lb._csv("ok") == "ok"
+
+
+def test_regenerate_reads_the_records_once_under_the_submit_lock(boards, tmp_path: Path, monkeypatch) -> None:
+    subs, _ = boards
+    events: list[str] = []
+
+    class FakeLock:
+        def __init__(self, path) -> None:
+            events.append(f"lock {Path(path).name}")
+
+        def __enter__(self) -> None:
+            events.append("acquire")
+
+        def __exit__(self, *exc) -> None:
+            events.append("release")
+
+    real = lb.load_records
+    monkeypatch.setattr(lb, "submissions_lock", FakeLock)
+    monkeypatch.setattr(lb, "load_records", lambda d: events.append("read") or real(d))
+    assert lb.regenerate(subs, tmp_path / "out")
+    assert events == [f"lock {subs.name}", "acquire", "read", "release"]
+    events.clear()
+    assert lb.regenerate(subs, tmp_path / "out", lock=False) == [] and events == ["read"]
+
+
+def test_regenerate_waits_for_a_submit_in_progress(boards, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from atom_bench.board.submissions import submissions_lock
+
+    work = tmp_path / "s"
+    shutil.copytree(boards[0], work)
+    done: list[float] = []
+    with submissions_lock(work):
+        worker = threading.Thread(target=lambda: done.append(len(lb.regenerate(work, tmp_path / "out"))))
+        worker.start()
+        time.sleep(0.5)
+        assert not done  # blocked on the lock
+    worker.join(60)
+    assert done and done[0] > 0
+
+
+def test_a_full_disk_changes_no_leaderboard_file(boards, tmp_path: Path, monkeypatch) -> None:
+    import builtins
+    import errno
+
+    subs, out = boards
+    work_subs, work_out = tmp_path / "s", tmp_path / "o"
+    shutil.copytree(subs, work_subs)
+    shutil.copytree(out, work_out)
+    shutil.rmtree(work_subs / "hard")
+    (work_out / "easy.md").write_text("edited by hand\n")
+    before = {p.name: p.read_bytes() for p in work_out.iterdir()}
+    real_open = builtins.open
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        if "w" in mode and Path(file).name == "index.html":
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        lb.regenerate(work_subs, work_out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in work_out.iterdir()} == before  # no file changed, nothing left over
+    assert lb.regenerate(work_subs, work_out) == ["easy.md", "index.html", "hard.csv", "hard.md"]
+    assert sorted(p.name for p in work_out.iterdir()) == ["easy.csv", "easy.md", "index.html"]
+
+
+def test_leftover_staging_folders_of_killed_runs_are_removed(boards, tmp_path: Path) -> None:
+    subs, _ = boards
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".leaderboard.999999999.abc.tmp").mkdir()  # a process id that does not run
+    lb.regenerate(subs, out)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_leaderboards_honour_the_umask(boards, tmp_path: Path, umask: int, mode: int) -> None:
+    import os
+
+    old = os.umask(umask)
+    try:
+        lb.regenerate(boards[0], tmp_path / "o")
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()} == {mode}

@@ -294,3 +294,90 @@ def test_validate_command_exit_code(tmp_path: Path) -> None:
     fail = subprocess.run([*cmd, str(bad), "--track", "easy", "--split", "validation"], capture_output=True, text=True)
     assert fail.returncode == 2
     assert "3 missing sample ids" in fail.stderr and "Traceback" not in fail.stderr + fail.stdout
+
+
+# -- hostile files -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+@pytest.mark.parametrize("value", [2**53 + 1, 10**18 - 1, -(2**53) - 7])
+def test_top5_entries_beyond_float_precision(tmp_path: Path, suffix: str, value: int) -> None:
+    frame = valid_frame()
+    cells = [list(c) for c in frame["low_top5"].tolist()]
+    cells[1] = [cells[1][0], value, 1, 2, 3]
+    frame["low_top5"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(cells, pa.list_(pa.int64()))))
+    _expect(tmp_path, frame, suffix, r"1 low_top5 lists with entries outside 0..728 \(e.g. 's0000001'\)")
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"track": ["easy"]}, "in the atom_bench metadata, track must be text, not list"),
+        ({"split": {"a": 1}}, "split must be text, not dict"),
+        ({"manifest_sha256": 5}, "manifest_sha256 must be text, not int"),
+        ({"track": "easy" * 10_000}, r"made for track 'easy.*\.\.\. \(40000 characters\), checked against 'easy'"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_metadata_of_the_wrong_type(tmp_path: Path, suffix: str, change: dict, pattern: str) -> None:
+    if suffix == ".csv" and len(json.dumps(change)) > 4000:
+        pytest.skip("a CSV's metadata line is read from its first 4 KiB")
+    message = _expect(tmp_path, valid_frame(), suffix, pattern, meta={**META, **change})
+    assert len(message) < 500
+    with pytest.raises(PredictionError, match=pattern if "text" in pattern else "not a track/split name"):
+        P.file_target(tmp_path / f"p{suffix}")
+
+
+def test_absurdly_nested_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("# atom_bench " + "[" * 3000 + "\nsample_id,high,low\n")
+    with pytest.raises(PredictionError, match="not valid JSON"):
+        read(path)
+    frame = valid_frame()
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata({"atom_bench": "[" * 200_000})
+    pq.write_table(table, tmp_path / "p.parquet")
+    with pytest.raises(PredictionError, match="not valid JSON"):
+        read(tmp_path / "p.parquet")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_long_user_values_are_quoted_short(tmp_path: Path, suffix: str) -> None:
+    frame = valid_frame()
+    ids = frame["sample_id"].tolist()
+    ids[0], ids[1], ids[2] = "x" * 5_000_000, "[/red]", "[link=https://evil.example]y[/link]\u2028\x1b[2J"
+    frame["sample_id"] = pd.array(ids, dtype="string[pyarrow]")
+    message = _expect(tmp_path, frame, suffix, r"3 sample ids not in the split \(e.g. 'x{60}'\.\.\. \(5000000 characters\), '\[/red\]'")
+    assert len(message) < 1000 and "\\u2028" in message and "\\x1b" in message and "\x1b" not in message
+
+
+def test_long_and_many_column_names_are_quoted_short(tmp_path: Path) -> None:
+    frame = valid_frame()
+    for i in range(30):
+        frame[f"{i}" + "c" * 100_000] = 1
+    message = _expect(tmp_path, frame, ".parquet", r"unknown column\(s\) '0c{59}'\.\.\. \(100001 characters\), .* and 20 more")
+    assert len(message) < 2000
+    frame = valid_frame().drop(columns=["high"])
+    frame["z" * 100_000] = 1
+    assert len(_expect(tmp_path, frame, ".csv", "missing required column\\(s\\) high; found 'sample_id'")) < 1000
+
+
+def test_quote() -> None:
+    from atom_bench.eval.checks import quote, quote_all
+
+    assert quote("abc") == "'abc'" and quote(5) == "5" and quote(["a"]) == "['a']"
+    assert quote("a\nb\u2028") == "'a\\nb\\u2028'"
+    assert quote("y" * 100) == repr("y" * 60) + "... (100 characters)"
+    assert quote(10**5000) == "a int too long to show"
+    assert quote_all(range(12), show=3) == "0, 1, 2 and 9 more"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_written_predictions_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    import os
+
+    old = os.umask(umask)
+    try:
+        paths = [P.write_predictions(valid_frame(), tmp_path / f"p{s}") for s in (".parquet", ".csv")]
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [mode, mode]
