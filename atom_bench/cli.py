@@ -74,7 +74,7 @@ def build(
 ) -> None:
     """Build a benchmark (all tracks and splits) from real volumes."""
     from atom_bench.core.tracks import TRACK_NAMES
-    from atom_bench.data.build import BuildConfig, build_benchmark, check_outputs, labels_folder, preset_counts
+    from atom_bench.data.build import BuildConfig, build_benchmark, build_warnings, check_outputs, labels_folder, preset_counts
     from atom_bench.data.sources import read_volume_sources
 
     tracks = tuple(track) if track else TRACK_NAMES
@@ -94,6 +94,8 @@ def build(
         )  # fmt: skip
     total = sum(s["num_samples"] for t in manifest["tracks"].values() for s in t["splits"].values())
     _say("built", f"{out}: {len(sources)} volumes, {total} samples, {len(manifest['files'])} files")
+    for warning in build_warnings(manifest):
+        err_console.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -163,7 +165,7 @@ def publish(
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option("--model", help="Baseline name, module path or module:factory.")] = "regismcan",
+    model: Annotated[str, typer.Option("--model", help="Registered model (atom-bench models), module path, .py file or module:factory.")] = "regismcan",
     track: Annotated[str, typer.Option(help="Track to evaluate on.")] = "hard",
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test_unseen",
     weights: Annotated[Optional[Path], typer.Option(help="safetensors weights (default: the shipped ones for the track).")] = None,
@@ -176,13 +178,15 @@ def evaluate(
     root: RootOpt = None,
 ) -> None:
     """Run a model over a split, write its predictions, score them and test its use of the volume."""
+    from rich.markup import escape
+
     from atom_bench.data.dataset import load_split
-    from atom_bench.models.run import evaluate_model
     from atom_bench.eval.scoring import render_scores
+    from atom_bench.models.run import evaluate_model
 
     total = len(load_split(track, split, root)) * (3 if diagnostic else 1)
     with _progress() as progress:
-        task = progress.add_task(f"{model} on {track}/{split}", total=total)
+        task = progress.add_task(escape(f"{model} on {track}/{split}"), total=total)  # the bar's text column reads markup
         scores, path = evaluate_model(
             model, track, split, weights=weights, batch_size=batch_size, out=out, root=root, diagnostic=diagnostic,
             on_batch=lambda n: progress.update(task, advance=n),
@@ -194,14 +198,14 @@ def evaluate(
             f"volume {mode}: {100 * entry['changed_high']:.1f}% of coarse answers change"
             + (f", top-1 coarse drops {100 * drop['value']:.1f} points [{100 * drop['ci'][0]:.1f}, {100 * drop['ci'][1]:.1f}]" if drop else "")
         )
-    console.print(f"[green]wrote[/] {path}")
+    _say("wrote", f"{path}")
     if submit:
-        from atom_bench.models.run import submit_evaluation
         from atom_bench.board.leaderboard import regenerate
+        from atom_bench.models.run import submit_evaluation
 
         target = submit_evaluation(scores, path, name or f"{scores['model']['name']}-{split}", root=root, force=force)
         regenerate()
-        console.print(f"[green]submitted[/] {target}; leaderboards regenerated")
+        _say("submitted", f"{target}; leaderboards regenerated")
 
 
 @app.command()
@@ -218,7 +222,7 @@ def show(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="Learned baseline (regismcan, cnn, vit, released), prior, or module:factory.")],
+    model: Annotated[str, typer.Option("--model", help="Trainable or count-built model (atom-bench models), module path, .py file or module:factory.")],
     track: Annotated[str, typer.Option("--track", help="Track to train on.")],
     epochs: Annotated[int, typer.Option(help="Epochs (validation and checkpoint after each).")] = 20,
     steps_per_epoch: Annotated[int, typer.Option(help="Optimisation steps per epoch.")] = 100,
@@ -236,6 +240,8 @@ def train(
     """Train a model on a track's training volumes; keep the best checkpoint on validation."""
     import os
 
+    from rich.markup import escape
+
     from atom_bench.models.train import check_settings
     from atom_bench.models.train import train as run_train
 
@@ -243,7 +249,7 @@ def train(
     out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with _progress() as progress:
-        task = progress.add_task(f"{model} on {track}", total=epochs * steps_per_epoch, visible=rank0)
+        task = progress.add_task(escape(f"{model} on {track}"), total=epochs * steps_per_epoch, visible=rank0)
         summary = run_train(
             model, track, out=out, root=root, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
             lr=lr, seed=seed, source=source, max_minutes=max_minutes, loss=loss, augment=augment,
@@ -251,10 +257,18 @@ def train(
             on_step=lambda step, total: progress.update(task, completed=step),
         )  # fmt: skip
     if rank0:
-        console.print(
+        console.print(Text(
             f"best epoch {summary['epoch']} (step {summary['step']}): validation top-1 high "
             f"{summary['val_top1_high']:.4f}, low {summary['val_top1_low']:.4f}; wrote {summary['best']}"
-        )
+        ), highlight=False)  # fmt: skip
+
+
+@app.command()
+def models() -> None:
+    """List the registered models: what each can do and its shipped weights per track."""
+    from atom_bench.models.listing import models_table
+
+    console.print(models_table())
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """Building blocks shared by the learned baselines (regismcan, cnn, vit).
 
 Every learned baseline is a :class:`LearnedLocator`: an ``nn.Module`` whose ``forward`` maps
-``volumes (B, 1, S, S, S)`` and ``slices (B, 1, h, w)`` to :class:`Logits` (27 coarse and 729 fine
-logits, fine logits in label order ``27 * high + sub``), and whose ``predict`` wraps ``forward``
-for inference.
+``volumes (B, 1, S, S, S)`` and ``slices (B, 1, h, w)`` to
+:class:`~atom_bench.models.protocol.Logits` (27 coarse and 729 fine logits, fine logits in label
+order ``27 * high + sub``: the trainable contract), and whose ``predict`` wraps ``forward`` for
+inference.
 
 Token grids are tied to the block partition of ``docs/PROTOCOL.md`` section 3.3: the volume is
 encoded to a 9 x 9 x 9 grid of features (one per fine block) whatever the cube side ``S``, so the
@@ -13,24 +14,14 @@ sees every voxel, and its cost is linear in ``S^3``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atom_bench.models.registry import Prediction
+from atom_bench.core.labels import N_HIGH
+from atom_bench.models.protocol import Logits, Prediction
 
-N_HIGH = 27
-N_LOW = 729
 FINE = 9  # fine cells per axis
-
-
-class Logits(NamedTuple):
-    """Raw model outputs: ``high (B, 27)`` and ``low (B, 729)`` (label order)."""
-
-    high: Tensor
-    low: Tensor
 
 
 def grid_to_label_order(grid: Tensor) -> Tensor:

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from atom_bench.models.registry import ModelMeta, Prediction
-from baselines._blocks import N_HIGH, N_LOW, check_inputs
+from atom_bench.core.labels import N_HIGH, N_LOW
+from atom_bench.models.protocol import ModelMeta, Prediction
+from atom_bench.models.registry import Capabilities, register_model
+from baselines._blocks import check_inputs
 
 
 class Chance(nn.Module):
@@ -40,7 +42,13 @@ class Chance(nn.Module):
         return Prediction(high_scores=high, low_scores=low)
 
 
+@register_model(
+    "chance",
+    description="pseudo-random scores per slice, reproducible and independent of the volume (the chance floor)",
+    capabilities=Capabilities(trainable=False, uses_volume=False),
+    licence="MIT",
+)
 def create_model(volume_size: int | None = None, slice_shape: tuple[int, int] | None = None, seed: int = 0) -> tuple[Chance, ModelMeta]:
     """Factory: ``(model, meta)``."""
-    meta = ModelMeta(name="chance", training_data="none", uses_volume=False, notes=f"pseudo-random scores per slice, seed {seed}")
+    meta = ModelMeta(name="chance", training_data="none", notes=f"pseudo-random scores per slice, seed {seed}")
     return Chance(seed), meta

@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from atom_bench.models.registry import ModelMeta, count_parameters
-from baselines._blocks import LearnedLocator, Logits, SliceEncoder, VolumeEncoder, check_inputs, grid_to_label_order
+from atom_bench.models.protocol import Logits, ModelMeta, count_parameters
+from atom_bench.models.registry import Capabilities, register_model
+from baselines._blocks import LearnedLocator, SliceEncoder, VolumeEncoder, check_inputs, grid_to_label_order
+from baselines._weights import shipped
 
 
 class _Comparator(nn.Module):
@@ -49,6 +51,13 @@ class TwoStreamCNN(LearnedLocator):
         return Logits(high, low.reshape(low.shape[0], -1))
 
 
+@register_model(
+    "cnn",
+    description="two-stream CNN: 3D and 2D conv streams fused per block by a learned correlation",
+    capabilities=Capabilities(trainable=True, uses_volume=True),
+    licence="MIT",
+    weights=shipped("cnn"),
+)
 def create_model(volume_size: int | None = None, slice_shape: tuple[int, int] | None = None, dim: int = 64) -> tuple[TwoStreamCNN, ModelMeta]:
     """Factory: ``(model, meta)``; the architecture is the same for every cube and slice size."""
     model = TwoStreamCNN(dim)
@@ -56,7 +65,6 @@ def create_model(volume_size: int | None = None, slice_shape: tuple[int, int] | 
         name="cnn",
         n_parameters=count_parameters(model),
         training_data="untrained",
-        uses_volume=True,
         notes="3D + 2D conv streams fused by per-block learned correlation",
     )
     return model, meta

@@ -14,9 +14,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import ModelError
-from atom_bench.models.registry import ModelMeta, Prediction, read_safetensors
-from baselines._blocks import N_HIGH, N_LOW, check_inputs
+from atom_bench.models.protocol import ModelMeta, Prediction
+from atom_bench.models.registry import Capabilities, register_model
+from atom_bench.models.weights import read_safetensors, save_weights
+from baselines._blocks import check_inputs
+from baselines._weights import shipped
 
 
 class Prior(nn.Module):
@@ -32,7 +36,7 @@ class Prior(nn.Module):
         high = torch.as_tensor(high_counts if high_counts is not None else torch.zeros(N_HIGH), dtype=torch.float64)
         low = torch.as_tensor(low_counts if low_counts is not None else torch.zeros(N_LOW), dtype=torch.float64)
         if tuple(high.shape) != (N_HIGH,) or tuple(low.shape) != (N_LOW,):
-            raise ModelError(f"prior counts must have shapes (27,) and (729,); got {tuple(high.shape)}, {tuple(low.shape)}")
+            raise ModelError(f"prior counts must have shapes ({N_HIGH},) and ({N_LOW},); got {tuple(high.shape)}, {tuple(low.shape)}")
         if bool((high < 0).any()) or bool((low < 0).any()):
             raise ModelError("prior counts must be non-negative")
         self.high_counts.copy_(high)
@@ -64,12 +68,17 @@ class Prior(nn.Module):
 
 
 def save_counts(path: str | Path, high_counts: Tensor, low_counts: Tensor) -> Path:
-    """Write a prior counts file (safetensors) usable as ``--weights`` of the prior."""
-    from atom_bench.models.registry import save_weights
-
+    """Write a prior counts file (safetensors) usable as the prior's weights."""
     return save_weights(Prior(high_counts, low_counts), path, metadata={"model": "prior"})
 
 
+@register_model(
+    "prior",
+    description="log class frequencies of the training split's labels, the same for every slice (the prior floor)",
+    capabilities=Capabilities(trainable=False, needs_train_counts=True, uses_volume=False),
+    licence="MIT",
+    weights=shipped("prior"),
+)
 def create_model(
     volume_size: int | None = None,
     slice_shape: tuple[int, int] | None = None,
@@ -81,7 +90,6 @@ def create_model(
     meta = ModelMeta(
         name="prior",
         training_data="label counts of a training split" if high_counts is not None else "none (uniform until counts load)",
-        uses_volume=False,
         notes=f"log class frequency, Laplace alpha {alpha}",
     )
     return Prior(high_counts, low_counts, alpha), meta

@@ -28,11 +28,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from atom_bench.models.registry import ModelMeta, count_parameters
+from atom_bench.core.labels import N_HIGH, N_LOW
+from atom_bench.models.protocol import Logits, ModelMeta, count_parameters
+from atom_bench.models.registry import Capabilities, register_model
 from baselines._blocks import (
-    N_HIGH,
     LearnedLocator,
-    Logits,
     SABlock,
     SGABlock,
     SliceEncoder,
@@ -40,6 +40,7 @@ from baselines._blocks import (
     check_inputs,
     grid_to_label_order,
 )
+from baselines._weights import shipped
 
 
 class RegisMCAN(LearnedLocator):
@@ -64,7 +65,7 @@ class RegisMCAN(LearnedLocator):
         # sigmoid(high + sub) near 1/729, so the asymmetric loss does not spend its first
         # hundreds of steps pushing 756 outputs down from 0.5
         nn.init.constant_(self.coarse_head.bias, -math.log(N_HIGH - 1))
-        nn.init.constant_(self.fine_head.bias, -math.log(N_HIGH * N_HIGH - 1) + math.log(N_HIGH - 1))
+        nn.init.constant_(self.fine_head.bias, -math.log(N_LOW - 1) + math.log(N_HIGH - 1))
 
     def forward(self, volumes: Tensor, slices: Tensor) -> Logits:
         check_inputs(volumes, slices)
@@ -86,10 +87,18 @@ class RegisMCAN(LearnedLocator):
         for block in self.fine_blocks:
             fine = block(fine, s_rep)
         sub = self.fine_head(self.fine_norm(fine)).reshape(b, N_HIGH, N_HIGH)
-        low = (high[:, :, None] + sub).reshape(b, N_HIGH * N_HIGH)
+        low = (high[:, :, None] + sub).reshape(b, N_LOW)
         return Logits(high, low)
 
 
+@register_model(
+    "regismcan",
+    description="RegisMCAN as the paper describes it: MCAN co-attention of slice and block tokens, coarse then fine",
+    capabilities=Capabilities(trainable=True, uses_volume=True),
+    licence="MIT",
+    reference="Wang et al. 2024, arXiv 2406.04105 (RegisMCAN); Yu et al. CVPR 2019 (MCAN)",
+    weights=shipped("regismcan"),
+)
 def create_model(
     volume_size: int | None = None,
     slice_shape: tuple[int, int] | None = None,
@@ -106,9 +115,6 @@ def create_model(
         name="regismcan",
         n_parameters=count_parameters(model),
         training_data="untrained",
-        licence="MIT",
-        reference="Wang et al. 2024, arXiv 2406.04105 (RegisMCAN); Yu et al. CVPR 2019 (MCAN)",
-        uses_volume=True,
         notes="corrected co-attention: block-token readout, 3D self-attention, residual+LayerNorm; ASL loss",
     )
     return model, meta

@@ -34,9 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import ModelError
-from atom_bench.models.registry import ModelMeta, count_parameters
-from baselines._blocks import N_HIGH, LearnedLocator, Logits, check_inputs
+from atom_bench.models.protocol import Logits, ModelMeta, count_parameters
+from atom_bench.models.registry import Capabilities, register_model
+from baselines._blocks import LearnedLocator, check_inputs
+from baselines._weights import shipped
 
 HEADS = 4
 N_PSEUDO = 28  # 27 block tokens + cls
@@ -198,7 +201,7 @@ class ReleasedRegisMCAN(LearnedLocator):
         k, v = self.slice_net(slices)
         high = self.high_net(volumes, k, v)
         sub = self.low_net(self.crops(volumes), k, v).reshape(-1, N_HIGH, N_HIGH)
-        low = (high[:, :, None] + sub).reshape(-1, N_HIGH * N_HIGH)
+        low = (high[:, :, None] + sub).reshape(-1, N_LOW)
         return Logits(high, low)
 
 
@@ -221,6 +224,16 @@ def training_memory_estimate(volume_size: int, slice_shape: tuple[int, int], bat
     return 16.0 * counts["total"] + activations + 4.0 * batch * (volume_size**3) * (1 + N_HIGH * 0.125)
 
 
+@register_model(
+    "released",
+    description="the released RegisMCAN code with its defects; its logits ignore the volume",
+    # its embedding is (S/2)^3 wide: 705 M parameters at S = 40, 12.5 billion at S = 64
+    capabilities=Capabilities(trainable=True, uses_volume=False, max_volume_size=40),
+    licence="unknown (released code has no licence file)",
+    code_url="https://github.com/haizailache999/Image-Registration",
+    reference="Wang et al. 2024, arXiv 2406.04105",
+    weights=shipped("released", ("paper",)),
+)
 def create_model(volume_size: int = 20, slice_shape: tuple[int, int] = (4, 4)) -> tuple[ReleasedRegisMCAN, ModelMeta]:
     """Factory: ``(model, meta)`` for the released architecture at a cube side and slice shape."""
     model = ReleasedRegisMCAN(volume_size, tuple(slice_shape))
@@ -228,10 +241,6 @@ def create_model(volume_size: int = 20, slice_shape: tuple[int, int] = (4, 4)) -
         name="released",
         n_parameters=count_parameters(model),
         training_data="untrained",
-        licence="unknown (released code has no licence file)",
-        code_url="https://github.com/haizailache999/Image-Registration",
-        reference="Wang et al. 2024, arXiv 2406.04105",
-        uses_volume=False,
         notes="faithful released architecture incl. defects: cls readout, x = x + x, match_kv Linear(5, 28*d)",
     )
     return model, meta

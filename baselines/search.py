@@ -52,10 +52,8 @@ poses) up to float rounding. The slice's pixel spacing (in cube voxels) must be 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,199 +61,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atom_bench.core import geometry
-from atom_bench.models.registry import ModelMeta, Prediction
-from baselines._blocks import N_HIGH, N_LOW, check_inputs
-
-_GOLDEN = math.pi * (3.0 - math.sqrt(5.0))
-
-
-# ------------------------------------------------------------------------------------------
-# Candidate orientations
-
-
-def fibonacci_hemisphere(n: int) -> np.ndarray:
-    """``n`` near-uniform unit normals with ``z > 0`` (a Fibonacci lattice on the hemisphere)."""
-    i = np.arange(n, dtype=np.float64)
-    z = 1.0 - (i + 0.5) / n
-    r = np.sqrt(1.0 - z * z)
-    phi = i * _GOLDEN
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-
-
-def candidate_frames(n_normals: int = 24, n_rotations: int = 6) -> np.ndarray:
-    """Candidate slice frames ``(F, 2, 3)``: rows ``u`` and ``v`` (voxel axes), ``u x v = n``.
-
-    Both normal signs are covered by also using ``(v, u)`` (the mirrored frame, normal ``-n``).
-    """
-    frames = []
-    for view in geometry.VIEWS:
-        u, v = geometry.view_frame(view)
-        n = np.cross(u, v)
-        for quarter in range(4):
-            uq = np.cos(quarter * np.pi / 2) * u + np.sin(quarter * np.pi / 2) * v
-            uq = np.round(uq)
-            vq = np.cross(n, uq)
-            frames += [(uq, vq), (vq, uq)]
-    if n_normals > 0 and n_rotations > 0:
-        normals = np.repeat(fibonacci_hemisphere(n_normals), n_rotations, axis=0)
-        angles = np.tile(np.arange(n_rotations) * 2 * np.pi / n_rotations, n_normals)
-        us, vs = geometry.frame_from_normal(normals, angles)
-        frames += [(u, v) for u, v in zip(us, vs)] + [(v, u) for u, v in zip(us, vs)]
-    return np.asarray(frames, dtype=np.float64)
-
-
-# ------------------------------------------------------------------------------------------
-# Torch sampling (batched planes through one volume)
-
-
-def sample_points_torch(volume: Tensor, points: Tensor) -> Tensor:
-    """Trilinear samples of ``volume (S0, S1, S2)`` at voxel positions ``points (..., 3)``,
-    zero outside: the same values as ``geometry.sample_points(..., 'linear')``.
-
-    ``grid_sample`` takes ``(x, y, z) = (axis 2, axis 1, axis 0)`` normalised with
-    ``align_corners=True`` (``-1`` and ``1`` are the centres of the first and last voxels).
-    """
-    scale = 2.0 / (torch.tensor(volume.shape[::-1], dtype=volume.dtype) - 1).clamp(min=1)
-    grid = points.to(volume.dtype).flip(-1).mul_(scale).sub_(1.0).reshape(1, -1, 1, 1, 3)
-    out = F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.reshape(points.shape[:-1])
-
-
-# label terms per axis of fine cell f = 3 a + b (a: coarse cell, b: sub-cell), for axes 0, 1, 2:
-# low_label = 27 * high + sub with high = 9 a0 + 3 a1 + a2 and sub = 9 b0 + 3 b1 + b2
-_LABEL_TERMS = torch.tensor([[w * 27 * (f // 3) + w * (f % 3) for f in range(9)] for w in (9, 3, 1)])
-
-
-def _fine_labels(centers: Tensor, size: int) -> Tensor:
-    """Protocol ``low_label`` (0..728) of centres ``(..., 3)`` in voxels of a cube of side ``size``."""
-    f = ((centers + 0.5) * (9.0 / size)).floor_().clamp_(0, 8).long().movedim(-1, 0)
-    return _LABEL_TERMS[0][f[0]] + _LABEL_TERMS[1][f[1]] + _LABEL_TERMS[2][f[2]]
-
-
-@dataclass
-class SearchResult:
-    """Output of one search: block maxima of the NCC and the best pose (full-resolution voxels)."""
-
-    block_ncc: Tensor  # (729,)
-    center: np.ndarray  # (3,)
-    u: np.ndarray
-    v: np.ndarray
-    ncc: float
-
-    @property
-    def normal(self) -> np.ndarray:
-        return np.cross(self.u, self.v)
-
-
-def _box_sum(x: Tensor, h: int, w: int) -> Tensor:
-    """Sums over every ``h x w`` window (valid positions) of ``x (N, H, W)``, by integral images."""
-    c = F.pad(x.double().cumsum(1).cumsum(2), (1, 0, 1, 0))
-    return (c[:, h:, w:] - c[:, :-h, w:] - c[:, h:, :-w] + c[:, :-h, :-w]).float()
-
-
-def _frame_lattice(origin: float, steps: tuple[Tensor, Tensor, Tensor], axes: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """``origin + c n + b v + a u`` (summed in this order) for every frame (``axes``: ``n, v, u``,
-    each ``(Fc, 3)``) and every ``c, b, a`` of ``steps``: ``(Fc, Lc, Lb, La, 3)``."""
-    (c, b, a), (n, v, u) = steps, axes
-    x = origin + c[None, :, None] * n[:, None, :]  # (Fc, Lc, 3)
-    x = x[:, :, None] + b[None, None, :, None] * v[:, None, None, :]  # (Fc, Lc, Lb, 3)
-    return x[:, :, :, None] + (a[None, :, None] * u[:, None, :])[:, None, None]
-
-
-def _ncc_rows(slices: np.ndarray, templates: np.ndarray, template_norms: np.ndarray) -> np.ndarray:
-    """NCC of each row of ``slices (N, P)`` with the matching row of the zero-mean
-    ``templates (N, P)`` of norms ``template_norms (N,)`` (0 for flat rows)."""
-    x = slices - slices.mean(axis=1, keepdims=True)
-    x_norm = np.sqrt((x * x).sum(axis=1))
-    denom = x_norm * template_norms
-    return np.where(denom > 1e-12, np.einsum("np,np->n", x, templates) / np.maximum(denom, 1e-12), 0.0)
-
-
-def _rotate(vectors: np.ndarray, axes: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """Rodrigues rotation of ``vectors (K, 3)`` about unit ``axes (K, 3)`` by ``angles (K,)``."""
-    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-    dot = np.sum(vectors * axes, axis=1, keepdims=True)
-    return vectors * c + np.cross(axes, vectors) * s + axes * dot * (1 - c)
-
+from atom_bench.core.labels import N_HIGH, N_LOW
+from atom_bench.models.protocol import ModelMeta, Prediction
+from atom_bench.models.registry import Capabilities, register_model
+from baselines._blocks import check_inputs
+from baselines._search_tools import (  # noqa: F401  (fibonacci_hemisphere, candidate_frames, sample_points_torch: public here too)
+    Chunk,
+    Family,
+    SearchResult,
+    Start,
+    VolumeWindows,
+    box_sum,
+    candidate_frames,
+    fibonacci_hemisphere,
+    fine_labels,
+    frame_lattice,
+    ncc_rows,
+    rotate,
+    sample_points_torch,
+    volume_key,
+)
 
 SLICE_BATCH = 32  # slices of one volume searched together
-Start = tuple[float, int, np.ndarray, float]  # (coarse NCC, frame index, centre in full voxels, factor)
-
-
-def _volume_key(volume: Tensor) -> tuple:
-    """Content key of a volume: its shape and a BLAKE2b hash of its float32 voxels."""
-    data = np.ascontiguousarray(volume.detach().float().cpu().numpy())
-    return tuple(data.shape), hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
-
-
-@dataclass
-class _Chunk:
-    """The candidate windows of one chunk of frames (one volume, one slice shape), coarse voxels.
-
-    Windows are numbered flat over ``(frame, plane along n, row, column)``; only those whose
-    centre is inside the cube are kept, in that order.
-    """
-
-    frame_ids: np.ndarray  # (Fc,) rows of NCCSearch.frames
-    planes: Tensor  # (Fc * Lc, Lb, La) the volume resampled in each frame's planes
-    dense: bool  # most windows are candidates: correlate whole planes with conv2d
-    index: Tensor  # (M,) int32 flat window index, increasing
-    std: Tensor  # (M,) window standard deviation (0 for a flat window)
-    labels: Tensor  # (M,) int16 fine block of the window centre (coarse cube)
-    frame_starts: np.ndarray  # (Fc + 1,) each frame's range in ``index``
-    origin: float  # centre voxel of the coarse cube (on the grid)
-    c: Tensor  # (Lc,) plane offsets along n
-    cb: Tensor  # (Hb,) window-centre offsets along v
-    ca: Tensor  # (Wa,) window-centre offsets along u
-    u: Tensor  # (Fc, 3) float32
-    v: Tensor
-    n: Tensor
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (self.planes, self.index, self.std, self.labels))
-
-    def centers(self, flat: Tensor) -> Tensor:
-        """Window centres ``(..., 3)`` (coarse voxels) of flat window indices, computed as when built."""
-        f, ci, bi, ai = torch.unravel_index(flat, (len(self.u), len(self.c), len(self.cb), len(self.ca)))
-        return self.origin + self.c[ci, None] * self.n[f] + self.cb[bi, None] * self.v[f] + self.ca[ai, None] * self.u[f]
-
-    def numerators(self, weights: Tensor) -> Tensor:
-        """Correlations ``(M, K)`` of every candidate window with ``weights (K, hc, wc)``."""
-        k, hc, wc = weights.shape
-        rows, cols = self.planes.shape[1] - hc + 1, self.planes.shape[2] - wc + 1
-        index = self.index.long()
-        plane, row, col = torch.unravel_index(index, (len(self.planes), rows, cols))
-        if self.dense:
-            return F.conv2d(self.planes[:, None], weights[:, None])[plane, :, row, col]
-        windows = self.planes.unfold(1, hc, 1).unfold(2, wc, 1)  # (P, rows, cols, hc, wc), a view
-        flat_weights = weights.reshape(k, -1).T
-        out = torch.empty(len(index), k)
-        step = max(1, (1 << 22) // (hc * wc))  # at most 16 MB of gathered pixels at a time
-        for s in range(0, len(index), step):
-            e = s + step
-            out[s:e] = windows[plane[s:e], row[s:e], col[s:e]].reshape(-1, hc * wc) @ flat_weights
-        return out
-
-
-@dataclass
-class _Family:
-    """The candidate windows of one family of frames at its coarse resolution."""
-
-    factor: float  # full voxels per coarse voxel
-    shape: tuple[int, int]  # coarse slice shape (hc, wc)
-    chunks: list[_Chunk]
-
-
-@dataclass
-class _VolumeWindows:
-    """Everything the coarse stage needs from one volume, for one slice shape (cached)."""
-
-    families: list[_Family]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(chunk.nbytes for family in self.families for chunk in family.chunks)
 
 
 class NCCSearch(nn.Module):
@@ -297,22 +124,22 @@ class NCCSearch(nn.Module):
         # angular spacing of the normal grid (hemisphere area 2 pi / n), for the first refine step
         self.angle_step = min(math.sqrt(2 * math.pi / max(n_normals, 1)) / 2, math.radians(20))
         self.cache_volumes, self.cache_bytes = cache_volumes, cache_bytes
-        self._cache: OrderedDict[tuple, _VolumeWindows] = OrderedDict()
+        self._cache: OrderedDict[tuple, VolumeWindows] = OrderedDict()
 
     # -- coarse stage: what depends on the volume only (cached) ------------------------------
-    def _windows(self, volume: Tensor, shape: tuple[int, int], key: tuple) -> _VolumeWindows:
+    def _windows(self, volume: Tensor, shape: tuple[int, int], key: tuple) -> VolumeWindows:
         """The candidate windows of ``volume (S, S, S)`` for slices of ``shape``, from the cache if there."""
         cache_key = (key, tuple(shape))
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
-        windows = _VolumeWindows([self._family_windows(volume, shape, ids, side) for ids, side in self.families])
+        windows = VolumeWindows([self._family_windows(volume, shape, ids, side) for ids, side in self.families])
         self._cache[cache_key] = windows
         while self._cache and (len(self._cache) > self.cache_volumes or sum(w.nbytes for w in self._cache.values()) > self.cache_bytes):
             self._cache.popitem(last=False)
         return windows
 
-    def _family_windows(self, volume: Tensor, shape: tuple[int, int], frame_ids: np.ndarray, coarse_side: int) -> _Family:
+    def _family_windows(self, volume: Tensor, shape: tuple[int, int], frame_ids: np.ndarray, coarse_side: int) -> Family:
         """Resample the volume (reduced to cube side <= ``coarse_side``) in the planes of every
         frame of a family and keep the windows centred inside the cube, with their statistics."""
         size = volume.shape[0]
@@ -346,28 +173,28 @@ class NCCSearch(nn.Module):
             # sampling grid built directly in grid_sample's normalised (x, y, z) = (axis 2, 1, 0)
             scale = 2.0 / max(sc - 1, 1)
             un, vn, nn_ = (scale * x.flip(-1) for x in (u, v, n))
-            grid = _frame_lattice(origin * scale - 1.0, (c, b, a), (nn_, vn, un))  # (Fc, Lc, Lb, La, 3)
+            grid = frame_lattice(origin * scale - 1.0, (c, b, a), (nn_, vn, un))  # (Fc, Lc, Lb, La, 3)
             planes = F.grid_sample(
                 volume[None, None], grid.reshape(1, -1, len(b), len(a), 3), mode="bilinear", padding_mode="zeros", align_corners=True
             ).reshape(-1, len(b), len(a))
             # centres of the windows; the candidates are those inside the cube
             ca = a[: len(a) - wc + 1] + 0.5 * (wc - 1) * spacing
             cb = b[: len(b) - hc + 1] + 0.5 * (hc - 1) * spacing
-            centers = _frame_lattice(origin, (c, cb, ca), (n, v, u))  # (Fc, Lc, Hb, Wa, 3)
+            centers = frame_lattice(origin, (c, cb, ca), (n, v, u))  # (Fc, Lc, Hb, Wa, 3)
             inside = ((centers >= -0.5) & (centers < sc - 0.5)).all(-1)
             index = torch.nonzero(inside.reshape(-1)).reshape(-1)
-            total = _box_sum(planes, hc, wc).reshape(-1)[index]
-            total_sq = _box_sum(planes * planes, hc, wc).reshape(-1)[index]
+            total = box_sum(planes, hc, wc).reshape(-1)[index]
+            total_sq = box_sum(planes * planes, hc, wc).reshape(-1)[index]
             std = (total_sq - total * total / n_pix).clamp(min=0).sqrt()
             counts = inside.reshape(len(chunk), -1).sum(1).numpy()
             chunks.append(
-                _Chunk(
+                Chunk(
                     frame_ids=np.asarray(frame_ids[start : start + len(chunk)]),
                     planes=planes,
                     dense=2 * len(index) > inside.numel(),
                     index=index.to(torch.int32),
                     std=std,
-                    labels=_fine_labels(centers.reshape(-1, 3)[index], sc).to(torch.int16),
+                    labels=fine_labels(centers.reshape(-1, 3)[index], sc).to(torch.int16),
                     frame_starts=np.concatenate([[0], np.cumsum(counts)]),
                     origin=origin,
                     c=c,
@@ -378,10 +205,10 @@ class NCCSearch(nn.Module):
                     n=n,
                 )
             )
-        return _Family(factor, (hc, wc), chunks)
+        return Family(factor, (hc, wc), chunks)
 
     # -- coarse stage: the slices -----------------------------------------------------------
-    def _coarse(self, family: _Family, images: Tensor) -> tuple[Tensor, list[list[Start]]]:
+    def _coarse(self, family: Family, images: Tensor) -> tuple[Tensor, list[list[Start]]]:
         """Dense NCC of ``images (K, h, w)`` against one family's candidate windows: the block
         maxima ``(K, 729)`` and, per slice, the ``top_k`` best frames (best window each)."""
         hc, wc = family.shape
@@ -446,7 +273,7 @@ class NCCSearch(nn.Module):
             points = (c_[:, None, :] + rows[None, :, None] * v_[:, None, :])[:, :, None] + (cols[None, :, None] * u_[:, None, :])[:, None]
             grid = points.float().mul_(scale).sub_(1.0).reshape(1, -1, 1, 1, 3)
             cut = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            return _ncc_rows(cut.reshape(len(cs), -1).numpy().astype(np.float64), templates[who], template_norms[who])
+            return ncc_rows(cut.reshape(len(cs), -1).numpy().astype(np.float64), templates[who], template_norms[who])
 
         # local dense search: a 9 x 9 x 9 grid of centres, step (coarse voxel) / 2, around every start
         step_p = 0.5 * np.array([max(1.0, s[3]) for s in starts])
@@ -480,8 +307,8 @@ class NCCSearch(nn.Module):
             for rot_axes in (ua, va, n):
                 for sign in (1.0, -1.0):
                     cand_c.append(ca)
-                    cand_u.append(_rotate(ua, rot_axes, sign * sa))
-                    cand_v.append(_rotate(va, rot_axes, sign * sa))
+                    cand_u.append(rotate(ua, rot_axes, sign * sa))
+                    cand_v.append(rotate(va, rot_axes, sign * sa))
             m = len(cand_c)
             values = score(np.concatenate(cand_c), np.concatenate(cand_u), np.concatenate(cand_v), np.tile(owner[active], m))
             values = values.reshape(m, len(active))
@@ -503,7 +330,7 @@ class NCCSearch(nn.Module):
     def _search_group(self, volume: Tensor, images: Tensor, key: tuple | None = None) -> list[SearchResult]:
         """Search one ``volume (S, S, S)`` for every slice of ``images (K, h, w)``.
 
-        ``key`` identifies the volume's content for the cache (``_volume_key``; computed if None).
+        ``key`` identifies the volume's content for the cache (``volume_key``; computed if None).
         """
         volume = volume.detach().float().cpu().contiguous()
         images = images.detach().float().cpu()
@@ -517,12 +344,12 @@ class NCCSearch(nn.Module):
             u, v = geometry.view_frame("axial")
             centre = np.full(3, (size - 1) / 2)
             return [SearchResult(torch.zeros(N_LOW), centre.copy(), u.copy(), v.copy(), 0.0) for _ in range(len(images))]
-        windows = self._windows(volume, tuple(images.shape[1:]), _volume_key(volume) if key is None else key)
+        windows = self._windows(volume, tuple(images.shape[1:]), volume_key(volume) if key is None else key)
         # at most SLICE_BATCH slices at a time bounds the temporary memory (the coarse correlations
         # of a 64^3 volume take about 8 MB per slice)
         return [r for s in range(0, len(images), SLICE_BATCH) for r in self._search_slices(volume, windows, images[s : s + SLICE_BATCH])]
 
-    def _search_slices(self, volume: Tensor, windows: _VolumeWindows, images: Tensor) -> list[SearchResult]:
+    def _search_slices(self, volume: Tensor, windows: VolumeWindows, images: Tensor) -> list[SearchResult]:
         """Coarse stage and refinement of ``images (K, h, w)`` in one volume, its windows given."""
         size = volume.shape[0]
         block = torch.full((len(images), N_LOW), -1.0)
@@ -543,7 +370,7 @@ class NCCSearch(nn.Module):
             centers, us, vs, values = (x[owner == i] for x in refined)
             inside = np.all((centers >= -0.5) & (centers < size - 0.5), axis=1)
             values = np.where(inside, values, -2.0)
-            labels = _fine_labels(torch.as_tensor(centers), size)
+            labels = fine_labels(torch.as_tensor(centers), size)
             for label, value in zip(labels.tolist(), values.tolist()):
                 if value > -2:
                     block_ncc[label] = max(float(block_ncc[label]), value)
@@ -561,7 +388,7 @@ class NCCSearch(nn.Module):
         images = slices[:, 0].detach().float().cpu()
         groups: dict[tuple, list[int]] = {}  # pairs sharing a volume (by content) are searched together
         for i in range(len(volumes)):
-            groups.setdefault(_volume_key(volumes[i]), []).append(i)
+            groups.setdefault(volume_key(volumes[i]), []).append(i)
         results: list[SearchResult] = [None] * len(volumes)  # type: ignore[list-item]
         for key, members in groups.items():
             for i, result in zip(members, self._search_group(volumes[members[0]], images[members], key)):
@@ -576,6 +403,12 @@ class NCCSearch(nn.Module):
         )
 
 
+@register_model(
+    "search",
+    description="training-free NCC pose search: dense over orientations and positions, then refined",
+    capabilities=Capabilities(trainable=False, uses_volume=True),
+    licence="MIT",
+)
 def create_model(
     volume_size: int | None = None,
     slice_shape: tuple[int, int] | None = None,
@@ -592,7 +425,6 @@ def create_model(
     meta = ModelMeta(
         name="search",
         training_data="none (training-free)",
-        uses_volume=True,
         notes=(
             f"NCC search: {len(model.frames)} orientations x dense positions (axis views at cube side <= {axis_side},"
             f" oblique at <= {coarse_side}), refinement of the top {top_k} per family; pixel spacing {pixel_spacing} voxels"

@@ -23,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from atom_bench.models.registry import ModelMeta, count_parameters
-from baselines._blocks import FINE, N_HIGH, LearnedLocator, Logits, SABlock, _standardise, check_inputs, grid_to_label_order, sinusoidal_positions
+from atom_bench.core.labels import N_HIGH, N_LOW
+from atom_bench.models.protocol import Logits, ModelMeta, count_parameters
+from atom_bench.models.registry import Capabilities, register_model
+from baselines._blocks import FINE, LearnedLocator, SABlock, _standardise, check_inputs, grid_to_label_order, sinusoidal_positions
+from baselines._weights import shipped
 
 N_SLICE_TOKENS = 16
 
@@ -71,9 +74,16 @@ class JointViT(LearnedLocator):
         for block in self.fine_blocks:
             y = block(y)
         sub = self.fine_head(self.fine_norm(y[:, :N_HIGH])).reshape(b, N_HIGH, N_HIGH)
-        return Logits(high, (high[:, :, None] + sub).reshape(b, N_HIGH * N_HIGH))
+        return Logits(high, (high[:, :, None] + sub).reshape(b, N_LOW))
 
 
+@register_model(
+    "vit",
+    description="joint transformer over coarse-block tokens and slice patches, then over each block's fine tokens",
+    capabilities=Capabilities(trainable=True, uses_volume=True),
+    licence="MIT",
+    weights=shipped("vit"),
+)
 def create_model(
     volume_size: int | None = None,
     slice_shape: tuple[int, int] | None = None,
@@ -90,7 +100,6 @@ def create_model(
         name="vit",
         n_parameters=count_parameters(model),
         training_data="untrained",
-        uses_volume=True,
         notes=(
             f"joint transformer over 27 block tokens ({volume_patch}^3 patches of a {FINE * volume_patch}^3 resample) "
             "+ 16 slice tokens, then per block over its 27 patch tokens + the slice tokens"

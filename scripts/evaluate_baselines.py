@@ -1,8 +1,10 @@
-"""Evaluate every shipped baseline on every track and split of atom-mini and submit the results.
+"""Evaluate every registered model on every track and split of atom-mini and submit the results.
 
 Rerun after retraining: `python scripts/evaluate_baselines.py [--models ...] [--tracks ...]`.
 Each run writes runs/<model>-<track>-<split>.parquet, stores submissions/<track>/<model>-<split>/
-(replacing an older record) and finally regenerates leaderboards/.
+(replacing an older record) and finally regenerates leaderboards/. A model runs on the tracks
+whose cube it can be built for (its registry entry's ``max_volume_size``: the released
+architecture only fits the paper track's 20^3 cube, its size grows as S^6).
 """
 
 from __future__ import annotations
@@ -13,30 +15,27 @@ from pathlib import Path
 
 from rich.console import Console
 
-from atom_bench.models.run import evaluate_model, submit_evaluation
 from atom_bench.board.leaderboard import regenerate
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES
-
-MODELS = ("chance", "prior", "regismcan", "released", "cnn", "vit", "search")
-# The released architecture only fits at the paper track's 20^3 cube (its size grows as S^6).
-ONLY = {"released": ("paper",)}
-SPLITS_OF: dict[str, tuple[str, ...]] = {}  # every model runs on every split
+from atom_bench.data.benchmark import Benchmark
+from atom_bench.models.registry import get_model, list_models
+from atom_bench.models.run import evaluate_model, submit_evaluation
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=[entry.name for entry in list_models()])
     parser.add_argument("--tracks", nargs="+", default=list(TRACK_NAMES))
     parser.add_argument("--splits", nargs="+", default=list(SPLITS))
     args = parser.parse_args()
     console = Console()
+    bench = Benchmark.open()
     for model in args.models:
+        capabilities = get_model(model).capabilities
         for track in args.tracks:
-            if track not in ONLY.get(model, TRACK_NAMES):
+            if not capabilities.fits(bench.spec(track).size):
                 continue
             for split in args.splits:
-                if split not in SPLITS_OF.get(model, SPLITS):
-                    continue
                 start = time.perf_counter()
                 scores, path = evaluate_model(model, track, split, out=Path("runs") / f"{model}-{track}-{split}.parquet")
                 submit_evaluation(scores, path, f"{model}-{split}", force=True)

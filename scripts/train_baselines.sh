@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the shipped baseline weights in baselines/weights/ (CPU, two runs at a time, one
-# torch thread each, at most MINUTES of wall time per run; regismcan and released use the
-# asymmetric loss of the paper, cnn and vit cross-entropy: see MODEL_CARDS.md). Runs go to runs/<model>-<track>/;
-# the best validation checkpoint of each is exported as float16 to baselines/weights/.
+# torch thread each, at most MINUTES of wall time per run). What is trained comes from the model
+# registry (`atom-bench models`): every trainable model on every track whose cube it can be built
+# for, and every count-built model (the prior), each with the loss its shipped weights record
+# (regismcan and released: the paper's asymmetric loss; cnn and vit: cross-entropy; see
+# MODEL_CARDS.md). Runs go to runs/<model>-<track>/; the best validation checkpoint of each is
+# exported as float16 to baselines/weights/.
 #   bash scripts/train_baselines.sh            # everything
 #   MODELS="cnn" TRACKS="easy" bash scripts/train_baselines.sh
 set -euo pipefail
@@ -12,34 +15,62 @@ MINUTES=${MINUTES:-9}
 EPOCHS=${EPOCHS:-1000}
 STEPS=${STEPS:-40}
 SEED=${SEED:-0}
-MODELS=${MODELS:-"regismcan cnn vit"}
+MODELS=${MODELS:-}  # default: every trainable and count-built model of the registry
 TRACKS=${TRACKS:-"paper easy hard histology"}
 RUNS=${RUNS:-runs}
 WEIGHTS=baselines/weights
 
-loss_of() {  # the loss each baseline is trained with (model cards repeat it)
-  case $1 in regismcan | released) echo asl ;; *) echo ce ;; esac
+plan() {  # one line "model track loss" per run ("counts" for a count-built model)
+  python - "$MODELS" $TRACKS <<'EOF'
+import sys
+
+from atom_bench.data.benchmark import Benchmark
+from atom_bench.models.registry import list_models
+
+wanted, tracks = sys.argv[1].split(), sys.argv[2:]
+bench = Benchmark.open()
+for entry in list_models():
+    capabilities = entry.capabilities
+    if (wanted and entry.name not in wanted) or not (capabilities.trainable or capabilities.needs_train_counts):
+        continue
+    for track in tracks:
+        if not capabilities.fits(bench.spec(track).size):
+            continue
+        shipped = entry.weights_for(track)
+        loss = (shipped.metadata.get("loss") if shipped and shipped.path.is_file() else None) or "ce"
+        print(entry.name, track, "counts" if capabilities.needs_train_counts else loss)
+EOF
 }
 
-one() {  # model track
-  local m=$1 t=$2 dir="$RUNS/$1-$2"
-  atom-bench train --model "$m" --track "$t" --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --loss "$(loss_of "$m")" \
+learned() {  # model track loss
+  local m=$1 t=$2 loss=$3 dir="$RUNS/$1-$2"
+  atom-bench train --model "$m" --track "$t" --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --loss "$loss" \
     --seed "$SEED" --max-minutes "$MINUTES" --out "$dir" > "$dir.txt" 2>&1
   python -c "from atom_bench.models.train import export_weights as e; print(e('$m', '$t', '$dir/best.safetensors', '$WEIGHTS/$m-$t.safetensors'))" >> "$dir.txt"
 }
 
+counted() {  # model track: "training" is counting the train split's labels
+  local m=$1 t=$2 dir="$RUNS/$1-$2"
+  atom-bench train --model "$m" --track "$t" --out "$dir" > "$dir.txt" 2>&1
+  cp "$dir/best.safetensors" "$WEIGHTS/$m-$t.safetensors"
+}
+
 mkdir -p "$RUNS" "$WEIGHTS"
-queue=()
-for t in $TRACKS; do for m in $MODELS; do queue+=("$m $t"); done; done
-[[ -z "${SKIP_RELEASED:-}" ]] && queue+=("released paper")
-for job in "${queue[@]}"; do  # two runs at a time: start the next as soon as one finishes
-  while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
-  one $job &
+plan > "$RUNS/plan.txt"  # a file, not a process substitution: a failing plan stops the script
+mapfile -t queue < "$RUNS/plan.txt"
+for job in "${queue[@]}"; do  # two learned runs at a time: start the next as soon as one finishes
+  read -r m t loss <<< "$job"
+  if [[ $loss != counts ]]; then
+    while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
+    learned "$m" "$t" "$loss" &
+  fi
 done
 wait
-for t in $TRACKS; do  # the prior: label counts of the train split
-  atom-bench train --model prior --track "$t" --out "$RUNS/prior-$t" > "$RUNS/prior-$t.txt" 2>&1
-  cp "$RUNS/prior-$t/best.safetensors" "$WEIGHTS/prior-$t.safetensors"
+for job in "${queue[@]}"; do
+  read -r m t loss <<< "$job"
+  if [[ $loss == counts ]]; then
+    counted "$m" "$t"
+  fi
 done
 python scripts/write_model_cards.py --runs "$RUNS" --minutes "$MINUTES" --epochs "$EPOCHS" --steps "$STEPS" \
   --machine "${MACHINE:-$(uname -m) CPU, one torch thread per run, two runs at a time}"

@@ -1,9 +1,10 @@
 """Write baselines/weights/MODEL_CARDS.md from the shipped weights' metadata and the run logs.
 
-    python scripts/write_model_cards.py [--runs runs] [--machine "..."]
+    python scripts/write_model_cards.py [--runs runs] [--machine "..."] [--out MODEL_CARDS.md]
 
-Every number in a card comes from the weights file's safetensors metadata (validation scores of
-the exported weights, seed, step, ...) or from the run's ``log.csv`` (steps and wall time).
+The weights files are those the registry's entries declare (``atom-bench models``). Every number
+in a card comes from the weights file's safetensors metadata (validation scores of the exported
+weights, seed, step, ...) or from the run's ``log.csv`` (steps and wall time).
 """
 
 from __future__ import annotations
@@ -17,11 +18,27 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from atom_bench.core.labels import N_HIGH, N_LOW
+from atom_bench.core.tracks import TRACK_NAMES
+from atom_bench.models.registry import ModelEntry, list_models
+from atom_bench.models.weights import Weights
+
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "baselines" / "weights"
-CHANCE_HIGH, CHANCE_LOW = 1 / 27, 1 / 729
-ORDER = {"regismcan": 0, "cnn": 1, "vit": 2, "released": 3, "prior": 4}
-TRACKS = {"paper": 0, "easy": 1, "hard": 2, "histology": 3}
+CHANCE_HIGH, CHANCE_LOW = 1 / N_HIGH, 1 / N_LOW
+# Presentation only: the order of the cards within a track (other models follow, in registry order).
+CARD_ORDER = ("regismcan", "cnn", "vit", "released", "prior")
+# Prose a card adds for one model (what the metadata cannot say).
+NOTES = {
+    "released": (
+        "- Only `paper`: the released architecture is defined for S = 20 and 4 x 4 slices. Our generalisation "
+        "keeps its patch at half the cube (P = S/2, embedding width P^3), so the parameter count grows as S^6: "
+        "11.65 M at S = 20, about 705 M at S = 40 and 12.5 billion at S = 64 (the easy, hard and histology "
+        "tracks), which neither trains on a CPU nor makes a shippable file. It is also the largest file here "
+        "(11.65 M parameters, float16). Its logits do not depend on the volume (cls-token readout, see "
+        "`baselines/released.py`), so at best it learns the label prior."
+    ),
+}
 
 HEADER = """# Model cards: shipped baseline weights
 
@@ -85,6 +102,14 @@ def _log(runs: Path, stem: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def shipped_weights() -> list[tuple[ModelEntry, Weights]]:
+    """Every registered model's shipped weights, by track, then in card order."""
+    entries = list_models()
+    rank = {e.name: (CARD_ORDER.index(e.name) if e.name in CARD_ORDER else len(CARD_ORDER), i) for i, e in enumerate(entries)}
+    pairs = [(entry, weights) for entry in entries for weights in entry.weights]
+    return sorted(pairs, key=lambda pair: (TRACK_NAMES.index(pair[1].track), rank[pair[0].name]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
@@ -92,26 +117,28 @@ def main() -> None:
     parser.add_argument("--minutes", default=os.environ.get("MINUTES", "2.5"))
     parser.add_argument("--epochs", default=os.environ.get("EPOCHS", "100"))
     parser.add_argument("--steps", default=os.environ.get("STEPS", "20"))
+    parser.add_argument("--out", type=Path, default=WEIGHTS / "MODEL_CARDS.md")
     args = parser.parse_args()
 
-    files = sorted(WEIGHTS.glob("*.safetensors"), key=lambda p: (TRACKS.get(p.stem.rsplit("-", 1)[1], 9), ORDER.get(p.stem.rsplit("-", 1)[0], 9)))
+    files = shipped_weights()
     table, sections, learned, above, over_chance = [], [], 0, 0, 0
-    for path in files:
-        model, track = path.stem.rsplit("-", 1)
+    for entry, weights in files:
+        model, track, path = entry.name, weights.track, weights.path
+        counted = entry.capabilities.needs_train_counts  # built from label counts, not optimised
         meta = _meta(path)
         rows = _log(args.runs, path.stem)
         high, low = float(meta["val_top1_high"]), float(meta["val_top1_low"])
         beats = f"{'yes' if high > CHANCE_HIGH else 'NO'} / {'yes' if low > CHANCE_LOW else 'NO'}"
         maj_high, maj_low = _majority(track)
-        if model != "prior":
+        if not counted:
             learned += 1
             above += high > maj_high
             over_chance += high > CHANCE_HIGH
         beats_majority = f"{'yes' if high > maj_high else 'no'} / {'yes' if low > maj_low else 'no'}"
         n_params = _n_params(path)
-        if model == "prior":
+        if counted:
             steps, wall = "-", f"{float(rows[-1]['seconds']):.1f}" if rows else "-"
-            command = f"atom-bench train --model prior --track {track} --out runs/prior-{track}"
+            command = f"atom-bench train --model {model} --track {track} --out runs/{model}-{track}"
             how = "label counts of the `train` split (no optimisation)"
         else:
             steps, wall = (rows[-1]["step"], f"{float(rows[-1]['seconds']):.1f}") if rows else (meta.get("step", "?"), meta.get("seconds", "?"))
@@ -125,7 +152,7 @@ def main() -> None:
                 f"(cube symmetries {meta.get('augment', 'False')}, {meta.get('volumes_per_batch', '1')} volumes per batch); "
                 f"best epoch {meta.get('epoch')} at step {meta.get('step')} of {steps} steps run"
             )
-        shown_params = f"{n_params:,} counts" if model == "prior" else f"{n_params:,}"
+        shown_params = f"{n_params:,} counts" if counted else f"{n_params:,}"
         table.append(f"| `{path.name}` | {shown_params} | {steps} | {wall} | {high:.4f} | {low:.4f} | {maj_high:.4f} / {maj_low:.4f} | {beats} | {beats_majority} |")
         verdict = []
         if high <= CHANCE_HIGH:
@@ -133,27 +160,20 @@ def main() -> None:
         if low <= CHANCE_LOW:
             verdict.append("does **not** beat chance on the fine labels within this budget")
         notes = [f"- Result: {'; '.join(verdict)}." if verdict else "- Result: above chance on both levels."]
-        if high <= maj_high and model != "prior":
+        if high <= maj_high and not counted:
             notes.append(
                 f"- Not above the constant answer ({maj_high:.4f} coarse / {maj_low:.4f} fine on validation): within this "
                 "CPU budget the model has learned at most where slices usually are, not to match the slice to the volume."
             )
-        if model == "released":
-            notes.append(
-                "- Only `paper`: the released architecture is defined for S = 20 and 4 x 4 slices. Our generalisation "
-                "keeps its patch at half the cube (P = S/2, embedding width P^3), so the parameter count grows as S^6: "
-                "11.65 M at S = 20, about 705 M at S = 40 and 12.5 billion at S = 64 (the easy, hard and histology "
-                "tracks), which neither trains on a CPU nor makes a shippable file. It is also the largest file here "
-                "(11.65 M parameters, float16). Its logits do not depend on the volume (cls-token readout, see "
-                "`baselines/released.py`), so at best it learns the label prior."
-            )
-        if model != "prior":
+        if model in NOTES:
+            notes.append(NOTES[model])
+        if not counted:
             notes.append("- Training log (per epoch): " + ", ".join(
                 f"{r['epoch']}: {float(r['val_top1_high']):.3f}/{float(r['val_top1_low']):.3f}" for r in rows
             ) + " (val top-1 high/low)." if rows else "- Training log: not available.")  # fmt: skip
         sections.append("\n".join([
             f"## {path.name}", "",
-            f"- Model `{model}`, track `{track}`, {shown_params} {'' if model == 'prior' else 'parameters'}; {how}.".replace("  ", " "),
+            f"- Model `{model}`, track `{track}`, {shown_params} {'' if counted else 'parameters'}; {how}.".replace("  ", " "),
             f"- Command: `{command}`",
             f"- Seed {meta['seed']}; steps {steps}; wall time {wall} s; machine: {args.machine}.",
             f"- Validation top-1 high **{high:.4f}**, low **{low:.4f}** "
@@ -172,8 +192,8 @@ def main() -> None:
         "These are CPU-budget baselines, not converged ones: a longer `--max-minutes` or a GPU gives better numbers.\n\n"
     )
     text = HEADER.format(chance_high=CHANCE_HIGH, chance_low=CHANCE_LOW, minutes=args.minutes) + "\n".join(table) + summary + "\n".join(sections)
-    (WEIGHTS / "MODEL_CARDS.md").write_text(text, encoding="utf-8")
-    print(f"wrote {WEIGHTS / 'MODEL_CARDS.md'} ({len(files)} files)")
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out} ({len(files)} files)")
 
 
 if __name__ == "__main__":

@@ -10,24 +10,22 @@ leaderboard (``docs/PROTOCOL.md`` section 9).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from atom_bench.core import geometry as geo
+from atom_bench.core.labels import N_HIGH
 from atom_bench.data.benchmark import Benchmark
 from atom_bench.data.dataset import AtomSliceDataset, load_split, load_volumes
 from atom_bench.errors import ModelError
-from atom_bench.models.registry import ModelMeta, Prediction, SliceLocator, resolve_model
+from atom_bench.models.protocol import ModelMeta, Prediction, SliceLocator
+from atom_bench.models.registry import ResolvedSpec, resolve_spec
 
-def _weights_dir() -> Path:
-    """``baselines/weights`` of the installed baselines package (shipped safetensors and model cards)."""
-    from importlib.resources import files
-
-    return Path(str(files("baselines") / "weights"))
 VOLUME_MODES = ("own", "swapped", "blank")
 
 
@@ -41,12 +39,16 @@ class SplitInputs:
     volumes: dict[str, torch.Tensor]
     affines: dict[str, np.ndarray]
 
+    @classmethod
+    def of(cls, data: AtomSliceDataset, track: str, root: str | os.PathLike[str] | None = None) -> SplitInputs:
+        """The inputs of a loaded split (``data``'s labels stay out)."""
+        affines = {k: v.affine for k, v in load_volumes(track, root).items()}  # cached: no second read
+        return cls(data.sample_ids, data.volume_ids, data.slices[:, None], data.volumes, affines)
+
 
 def load_inputs(track: str, split: str, root: str | os.PathLike[str] | None = None) -> SplitInputs:
     """Everything a model sees for a split (no labels), from the split's torch wrapper."""
-    data = AtomSliceDataset(track, split, root)
-    affines = {k: v.affine for k, v in load_volumes(track, root).items()}  # cached: no second read
-    return SplitInputs(data.sample_ids, data.volume_ids, data.slices[:, None], data.volumes, affines)
+    return SplitInputs.of(AtomSliceDataset(track, split, root), track, root)
 
 
 def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:
@@ -61,6 +63,29 @@ def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:
     return [ids[(ids.index(v) + 1) % len(ids)] for v in inputs.volume_ids]
 
 
+def iter_predictions(model: SliceLocator, inputs: SplitInputs, batch_size: int = 32, mode: str = "own") -> Iterator[tuple[slice, Prediction]]:
+    """The one evaluation loop: ``(rows, prediction)`` for consecutive batches of a split, in order.
+
+    Slices are shown with their own volume, another one or a blank cube (``mode``, see
+    :func:`paired_volume_ids`). Evaluation (:func:`predict`) and validation during training
+    (:func:`atom_bench.models.train.validate`) both read their answers from here.
+    """
+    if batch_size < 1:
+        raise ModelError(f"batch_size must be at least 1; got {batch_size}", parameters=("batch_size",))
+    paired = paired_volume_ids(inputs, mode)
+    size = next(iter(inputs.volumes.values())).shape[0]
+    blank = torch.zeros(size, size, size)
+    for start in range(0, len(paired), batch_size):
+        rows = slice(start, min(start + batch_size, len(paired)))
+        volumes = torch.stack([inputs.volumes[v] if v else blank for v in paired[rows]])[:, None]
+        # no_grad rather than inference_mode: validation runs between training steps, and anything a
+        # model keeps from predict must stay usable by autograd; per batch, not around the yield,
+        # so that the caller's code between batches keeps its own grad mode
+        with torch.no_grad():
+            prediction = model.predict(volumes, inputs.slices[rows])
+        yield rows, prediction
+
+
 def predict(
     model: SliceLocator,
     inputs: SplitInputs,
@@ -69,25 +94,18 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Prediction arrays in the scorer's format (``high``, ``low``, top-5 lists, optional pose in mm)."""
-    paired = paired_volume_ids(inputs, mode)
-    size = next(iter(inputs.volumes.values())).shape[0]
-    blank = torch.zeros(size, size, size)
     parts: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for start in range(0, len(paired), batch_size):
-            stop = min(start + batch_size, len(paired))
-            volumes = torch.stack([inputs.volumes[v] if v else blank for v in paired[start:stop]])[:, None]
-            out: Prediction = model.predict(volumes, inputs.slices[start:stop])
-            batch = consistent_top5(out.high_scores.float(), out.low_scores.float())
-            if out.center_vox is not None and out.normal is not None:
-                affines = [inputs.affines[v] for v in inputs.volume_ids[start:stop]]
-                centres, normals = out.center_vox.double().numpy(), out.normal.double().numpy()
-                batch["center_mm"] = np.stack([geo.voxel_to_mm(a, c) for a, c in zip(affines, centres, strict=True)])
-                batch["normal_mm"] = np.stack([geo.direction_to_mm(a, n) for a, n in zip(affines, normals, strict=True)])
-            for key, value in batch.items():
-                parts.setdefault(key, []).append(value)
-            if on_batch is not None:
-                on_batch(stop - start)
+    for rows, out in iter_predictions(model, inputs, batch_size, mode):
+        batch = consistent_top5(out.high_scores.float(), out.low_scores.float())
+        if out.center_vox is not None and out.normal is not None:
+            affines = [inputs.affines[v] for v in inputs.volume_ids[rows]]
+            centres, normals = out.center_vox.double().numpy(), out.normal.double().numpy()
+            batch["center_mm"] = np.stack([geo.voxel_to_mm(a, c) for a, c in zip(affines, centres, strict=True)])
+            batch["normal_mm"] = np.stack([geo.direction_to_mm(a, n) for a, n in zip(affines, normals, strict=True)])
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value)
+        if on_batch is not None:
+            on_batch(rows.stop - rows.start)
     arrays = {key: np.concatenate(value) for key, value in parts.items()}
     arrays["high"], arrays["low"] = arrays["high_top5"][:, 0], arrays["low_top5"][:, 0]
     return arrays
@@ -101,7 +119,7 @@ def consistent_top5(high_scores: torch.Tensor, low_scores: torch.Tensor) -> dict
     fine answers are the best remaining fine blocks anywhere.
     """
     high_top5 = high_scores.topk(5, dim=1).indices
-    block = high_top5[:, :1] * 27 + torch.arange(27)
+    block = high_top5[:, :1] * N_HIGH + torch.arange(N_HIGH)  # the fine blocks of the coarse top-1
     first = block.gather(1, low_scores.gather(1, block).argmax(dim=1, keepdim=True))
     rest = low_scores.scatter(1, first, float("-inf")).topk(4, dim=1).indices
     return {"high_top5": high_top5.numpy(), "low_top5": torch.cat([first, rest], dim=1).numpy()}
@@ -129,23 +147,46 @@ def volume_reliance(own: dict[str, np.ndarray], others: dict[str, dict[str, np.n
     return result
 
 
-def default_weights(model_spec: str, track: str) -> Path | None:
-    """Shipped weights for a shipped baseline on a track, if any (``baselines/weights/<name>-<track>``)."""
-    name = model_spec.split(":")[0].removeprefix("baselines.")
-    path = _weights_dir() / f"{name}-{track}.safetensors"
-    return path if path.is_file() else None
+def track_kwargs(resolved: ResolvedSpec, track: str, root=None) -> dict[str, Any]:
+    """The factory arguments for a track's cube and slice sizes (as built in the benchmark).
+
+    Raises:
+        ModelError: the cube is larger than the registered model's ``max_volume_size``.
+    """
+    spec = Benchmark.open(root).spec(track)
+    capabilities = resolved.entry.capabilities if resolved.entry is not None else None
+    if capabilities is not None and not capabilities.fits(spec.size):
+        raise ModelError(
+            f"model {resolved.name!r} can be built for cubes of at most {capabilities.max_volume_size} voxels a side;"
+            f" track {track!r} has {spec.size}"
+        )
+    return {"volume_size": spec.size, "slice_shape": spec.slice_shape}
+
+
+def train_count_kwargs(track: str, root=None) -> dict[str, torch.Tensor]:
+    """``high_counts`` and ``low_counts`` of the training split: what a ``needs_train_counts`` factory is built from."""
+    counts = Benchmark.open(root).train_counts(track)
+    return {"high_counts": torch.as_tensor(counts["high"]), "low_counts": torch.as_tensor(counts["low"])}
 
 
 def build_model(model_spec: str, track: str, weights: str | os.PathLike[str] | None, root=None) -> tuple[SliceLocator, ModelMeta]:
-    """Resolve a model for a track's cube and slice sizes, loading (shipped) weights."""
-    spec = Benchmark.open(root).spec(track)
-    kwargs = {"volume_size": spec.size, "slice_shape": spec.slice_shape}
-    if weights is None:
-        weights = default_weights(model_spec, track)
-    if weights is None and model_spec.split(":")[0].removeprefix("baselines.") == "prior":
-        counts = Benchmark.open(root).train_counts(track)  # the floor is defined by the training split's labels
-        kwargs |= {"high_counts": torch.as_tensor(counts["high"]), "low_counts": torch.as_tensor(counts["low"])}
-    model, meta = resolve_model(model_spec, weights=str(weights) if weights else None, **kwargs)
+    """Resolve a model for a track's cube and slice sizes and load its weights.
+
+    Without ``weights``, a registered model loads its shipped weights for the track, if it has
+    any; one that ``needs_train_counts`` is otherwise built from the training split's label counts.
+
+    Raises:
+        ModelError: unknown model, a cube larger than the model's ``max_volume_size``, bad weights.
+    """
+    resolved = resolve_spec(model_spec)
+    kwargs = track_kwargs(resolved, track, root)
+    if resolved.entry is not None:
+        shipped = resolved.entry.weights_for(track)
+        if weights is None and shipped is not None:
+            weights = shipped.path
+        if weights is None and resolved.entry.capabilities.needs_train_counts:
+            kwargs |= train_count_kwargs(track, root)
+    model, meta = resolved.build(weights=str(weights) if weights else None, **kwargs)
     if hasattr(model, "eval"):
         model.eval()
     return model, meta
@@ -167,7 +208,7 @@ def evaluate_model(
 
     Args:
         model_spec: a baseline name, module path or ``module:factory`` (see ``resolve_model``).
-        weights: a safetensors file; shipped baselines default to ``baselines/weights/<name>-<track>``.
+        weights: a safetensors file; a registered model defaults to its shipped weights for the track.
         out: prediction file to write (``.parquet`` or ``.csv``; default
             ``runs/<model>-<track>-<split>.parquet``).
         diagnostic: also run the model with swapped and blank volumes (three passes in total).
@@ -192,7 +233,7 @@ def evaluate_model(
             labels = {"high": np.asarray(data["high_label"]), "low": np.asarray(data["low_label"])}
         others = {mode: predict(model, inputs, batch_size, mode, on_batch) for mode in ("swapped", "blank")}
         scores["volume_reliance"] = volume_reliance(own, others, labels)
-    scores["model"] = {**meta.to_dict(), "weights_file": str(weights or default_weights(model_spec, track) or "")}
+    scores["model"] = {**meta.to_dict(), "weights_file": meta.weights_file or ""}
     return scores, out
 
 
@@ -210,7 +251,10 @@ def submit_evaluation(
     scores: dict, path: str | os.PathLike[str], name: str, *, root=None, force: bool = False,
     submissions_dir: str | os.PathLike[str] = "submissions", seeds: tuple[int, ...] = (0,),
 ) -> Path:
-    """Store an :func:`evaluate_model` result as a submission, metadata taken from the model's record."""
+    """Store an :func:`evaluate_model` result as a submission, metadata taken from the model's record.
+
+    The prediction file is not scored again: its scores are passed on (``submit`` checks that the
+    file's sha256 is the one they were computed for)."""
     import platform
 
     from atom_bench.board.submissions import submit
@@ -227,4 +271,5 @@ def submit_evaluation(
         "notes": f"weights: {Path(info['weights_file']).name if info['weights_file'] else 'none'}",
     }
     extra = {"metrics": reliance_metrics(scores), "volume_reliance": scores.get("volume_reliance", {})}
-    return submit(path, name=name, meta=meta, root=root, force=force, submissions_dir=submissions_dir, extra=extra)
+    scored = {key: value for key, value in scores.items() if key not in ("model", "volume_reliance")}  # the scorer's own result
+    return submit(path, name=name, meta=meta, root=root, force=force, submissions_dir=submissions_dir, extra=extra, scores=scored)

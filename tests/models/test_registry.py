@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from atom_bench.errors import ModelError
-from atom_bench.models.registry import (
-    BASELINES,
-    ModelMeta,
-    Prediction,
-    SliceLocator,
-    load_weights,
-    resolve_model,
-    save_weights,
-    volume_swap_diagnostic,
-)
+from atom_bench.models.diagnostics import volume_swap_diagnostic
+from atom_bench.models.protocol import ModelMeta, Prediction, SliceLocator
+from atom_bench.models.registry import list_models, resolve_model
+from atom_bench.models.weights import load_weights, save_weights
+
+BASELINES = tuple(entry.name for entry in list_models())
 
 
 

@@ -16,8 +16,11 @@ from safetensors import safe_open
 
 from atom_bench.data.benchmark import Benchmark
 from atom_bench.errors import ModelError
-from atom_bench.models.registry import read_safetensors, resolve_model
-from atom_bench.models.train import CHANCE_HIGH, LOG_COLUMNS, _batches_stream, cube_symmetry, read_log, train, validate
+from atom_bench.models.batches import cube_symmetry
+from atom_bench.models.batches import stream_batches as _batches_stream
+from atom_bench.models.registry import resolve_model
+from atom_bench.models.train import CHANCE_HIGH, LOG_COLUMNS, read_log, train, validate
+from atom_bench.models.weights import read_safetensors
 from atom_bench.core.volumes import Volume
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "baselines" / "weights"
