@@ -32,8 +32,8 @@ MAX_VOXELS = 512**3
 _TRAILING_SLACK = 16 << 20  # MGH tags and the like may follow the voxel data
 QUANT_LEVELS = 65535
 
-__all__ = ["Volume", "foreground_mask", "load_image", "normalise_intensity", "otsu_threshold",
-           "prepare_volume", "quantise", "to_cube"]
+__all__ = ["Volume", "foreground_mask", "image_from_array", "load_image", "normalise_intensity", "otsu_threshold",
+           "prepare_image", "prepare_volume", "quantise", "to_cube"]
 
 
 @dataclass(frozen=True)
@@ -99,17 +99,33 @@ def load_image(path: str | os.PathLike[str], frame: int | None = None) -> Spatia
             f"{name}: cannot read as an image ({_short(exc)}); check that the file is a "
             "complete NIfTI-1/2, .nii.gz or MGH/MGZ volume"
         ) from exc
+    return image_from_array(data, affine, name)
+
+
+def image_from_array(data: np.ndarray, affine: np.ndarray, name: str) -> SpatialImage:
+    """Validate an in-memory 3D volume as :func:`load_image` validates a file's; return a float32
+    ``Nifti1Image``.
+
+    ``affine`` maps voxels to scanner mm (``np.eye(4)``: 1 mm isotropic, array axes RAS);
+    ``name`` starts every error message. This is the hook for volumes that are not files, such
+    as the entries of a MedMNIST3D ``.npz`` (:mod:`atom_bench.data.medmnist`).
+    """
+    data = np.asarray(data, dtype=np.float32)
+    affine = np.asarray(affine, dtype=np.float64)
+    shape = tuple(int(n) for n in data.shape)
+    if len(shape) != 3:
+        raise VolumeError(f"{name}: array has shape {shape}; pass a 3D volume")
     if not np.isfinite(data).all():
         bad = int(data.size - np.isfinite(data).sum())
         raise VolumeError(f"{name}: {bad} NaN/Inf voxels; replace them (e.g. with 0) first")
     if data.min() == data.max():
         raise VolumeError(f"{name}: image is constant ({data.min():g}); pass a non-empty volume")
-    if min(shape[:3]) < MIN_AXIS_VOXELS:
+    if min(shape) < MIN_AXIS_VOXELS:
         raise VolumeError(
-            f"{name}: shape {shape[:3]} has fewer than {MIN_AXIS_VOXELS} voxels along an axis; "
+            f"{name}: shape {shape} has fewer than {MIN_AXIS_VOXELS} voxels along an axis; "
             "pass a larger volume"
         )
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise VolumeError(f"{name}: the affine is singular or not finite; fix the header")
     return nib.Nifti1Image(data, affine)
 
@@ -271,12 +287,19 @@ def prepare_volume(
     """Run the whole PROTOCOL section 2 pipeline on one file and return a :class:`Volume`."""
     name = str(path)
     _check_size(size, name)
-    cube, affine = to_cube(load_image(name, frame=frame), size=size, order=order)
+    return prepare_image(load_image(name, frame=frame), size, order=order, volume_id=volume_id or _default_id(name), source_path=name)
+
+
+def prepare_image(image: SpatialImage, size: int, order: int, volume_id: str, source_path: str) -> Volume:
+    """The pipeline of :func:`prepare_volume` from step 2 on, for an image already read and
+    validated (:func:`load_image`, or :func:`image_from_array` for an in-memory volume)."""
+    _check_size(size, source_path)
+    cube, affine = to_cube(image, size=size, order=order)
     data = quantise(normalise_intensity(cube))
     return Volume(
-        volume_id=volume_id or _default_id(name),
+        volume_id=volume_id,
         data=data,
         mask=foreground_mask(data),
         affine=affine,
-        source_path=name,
+        source_path=source_path,
     )

@@ -27,6 +27,7 @@ from atom_bench.data.sources import VolumeSource, read_volume_sources, stable_in
 from atom_bench.errors import DataError
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
 from atom_bench.core.volumes import Volume, prepare_volume
+from atom_bench.data.medmnist import prepare_npz_volume
 
 TEST_SPLITS = ("test_seen", "test_unseen")
 
@@ -42,9 +43,16 @@ class SplitCounts:
 
 
 #: Named sample counts per volume (``atom-bench build --preset``); ``atom-mini`` is the embedded default's.
+#: ``paper-medmnist`` is the released ATOM generator's setting for MedMNIST3D volumes: build it with
+#: ``--track paper`` (its 20^3 cube, as the released code zooms 28^3 to 20^3, and 4 x 4 slices)
+#: from a MedMNIST3D ``.npz``. Per volume the released code cuts 38 valid centres x 4 z-planes
+#: = 152 slices from each train and val volume and 42 x 4 = 168 from each test volume
+#: (``original-atom-spec.md`` 1.3); it has no same-volume test, so ``test_seen`` (new poses in the
+#: training volumes) takes the test count, 168.
 PRESETS: dict[str, SplitCounts] = {
     "standard": SplitCounts(),
     "atom-mini": SplitCounts(train=256, validation=128, test_seen=64, test_unseen=128),
+    "paper-medmnist": SplitCounts(train=152, validation=152, test_seen=168, test_unseen=168),
 }
 
 
@@ -91,6 +99,13 @@ def _pose_key(centers: np.ndarray, u: np.ndarray, v: np.ndarray) -> list[bytes]:
     return [np.round(np.concatenate(row), 6).tobytes() for row in zip(centers, u, v, strict=True)]
 
 
+def prepare_source(source: VolumeSource, size: int, order: int) -> Volume:
+    """The cube of one input: a scan file, or (``source.array`` set) an entry of an ``.npz``."""
+    if source.array:
+        return prepare_npz_volume(source, size, order)
+    return prepare_volume(source.path, size, frame=source.frame, order=order, volume_id=source.volume_id)
+
+
 def render_volume(
     source: VolumeSource, config: BuildConfig, validation_from_train: bool
 ) -> tuple[dict[str, Volume], dict[tuple[str, str], dict[str, list]]]:
@@ -100,7 +115,7 @@ def render_volume(
     for spec in specs.values():
         table = volume_table_name(spec)
         if table not in cubes:
-            cubes[table] = prepare_volume(source.path, spec.size, frame=source.frame, order=spec.volume_order, volume_id=source.volume_id)
+            cubes[table] = prepare_source(source, spec.size, spec.volume_order)
     rows: dict[tuple[str, str], dict[str, list]] = {}
     for track, spec in specs.items():
         volume = cubes[volume_table_name(spec)]
@@ -393,6 +408,7 @@ def _move_labels(staged: Path, target: Path, manifest: dict, manifest_sha256: st
 
 
 def _manifest(root, config, specs, sources, writers, files, validation_from_train) -> dict:
+    hashes = {path: sha256_file(path) for path in dict.fromkeys(s.path for s in sources)}  # an .npz holds many volumes
     tracks = {}
     for track, spec in specs.items():
         splits = {}
@@ -413,7 +429,7 @@ def _manifest(root, config, specs, sources, writers, files, validation_from_trai
         "build": {**asdict(config), "tracks": list(config.tracks), "validation_from_train": validation_from_train},
         "labels_withheld": config.withhold_test_labels,
         "volumes": [
-            {**asdict(s), "path": Path(s.path).name, "sha256": sha256_file(s.path)} for s in sources
+            {**s.record(), "path": Path(s.path).name, "sha256": hashes[s.path]} for s in sources
         ],
         "volume_tables": {
             name: [p.relative_to(root).as_posix() for p in paths]

@@ -1,8 +1,11 @@
-"""Which scans a build reads: a folder of NIfTI/MGH files or a volumes CSV, and their groups.
+"""Which scans a build reads: a folder of NIfTI/MGH files, a volumes CSV or a MedMNIST3D
+``.npz``, and their groups.
 
 A volumes CSV has columns ``path, subject, modality`` and optionally ``group`` (``train``,
 ``validation``, ``unseen``), ``volume_id``, ``source``, ``licence`` and ``frame``. Groups are by
-subject, so no subject's scans are ever on both sides of a split.
+subject, so no subject's scans are ever on both sides of a split. A MedMNIST3D ``.npz`` (the ATOM
+paper's data) gives one volume per array entry, grouped by the file's own split
+(:mod:`atom_bench.data.medmnist`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import csv
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from atom_bench.errors import DataError
@@ -22,7 +25,12 @@ GROUPS = ("train", "validation", "unseen")
 
 @dataclass(frozen=True)
 class VolumeSource:
-    """One input scan and its metadata (a row of the volumes CSV)."""
+    """One input scan and its metadata (a row of the volumes CSV, or an entry of an ``.npz``).
+
+    A volume held in an ``.npz`` has ``path`` = the ``.npz`` file, ``array`` = the key of the
+    array that holds it (e.g. ``train_images``) and ``frame`` = its index along that array's first
+    axis; for a scan file ``array`` is empty.
+    """
 
     path: str
     volume_id: str
@@ -31,7 +39,16 @@ class VolumeSource:
     group: str
     source: str = ""
     licence: str = ""
-    frame: int | None = None  # the volume of a 4D series to use
+    frame: int | None = None  # the volume of a 4D series to use (of an .npz array: the entry)
+    array: str = ""  # the .npz array holding the volume; empty for a scan file
+
+    def record(self) -> dict:
+        """This source as the manifest lists it: every field, less ``array`` for a scan file
+        (so that builds from scan files keep the manifest they always had)."""
+        fields = asdict(self)
+        if not self.array:
+            del fields["array"]
+        return fields
 
 
 def stable_int(text: str) -> int:
@@ -41,7 +58,8 @@ def stable_int(text: str) -> int:
 def read_volume_sources(
     spec: str | os.PathLike[str], seed: int = 2406, frame: int | None = None
 ) -> list[VolumeSource]:
-    """Volume sources from a directory of scans or a CSV (``path, subject, modality, group``).
+    """Volume sources from a directory of scans, a CSV (``path, subject, modality, group``) or a
+    MedMNIST3D ``.npz`` (see :func:`atom_bench.data.medmnist.npz_sources`).
 
     ``frame`` picks the volume of every 4D series (a CSV ``frame`` column overrides it per row).
 
@@ -55,8 +73,14 @@ def read_volume_sources(
         rows = [{"path": str(p), "subject": _volume_id(p), "modality": "unknown"} for p in files]
     elif spec.is_file() and spec.suffix.lower() == ".csv":
         rows = _read_csv(spec)
+    elif spec.is_file() and spec.suffix.lower() == ".npz":
+        from atom_bench.data.medmnist import npz_sources
+
+        sources = npz_sources(spec, frame)
+        _check_sources(sources, spec)
+        return sources
     else:
-        raise DataError(f"volumes {spec} is neither a directory of scans nor a .csv file", parameters=("volumes",))
+        raise DataError(f"volumes {spec} is neither a directory of scans, a .csv file nor a MedMNIST3D .npz", parameters=("volumes",))
     if not rows:
         raise DataError(f"no volumes found in {spec}; expected files ending in {', '.join(VOLUME_SUFFIXES)}")
     groups = _assign_groups(sorted({r["subject"] for r in rows if not r.get("group")}), seed)
