@@ -42,6 +42,13 @@ _EXPORTS = {
     "score_file": "atom_bench.eval.scoring",
     "submit": "atom_bench.board.submissions",
     "resolve_model": "atom_bench.models.registry",
+    "register_model": "atom_bench.models.registry",
+    "list_models": "atom_bench.models.registry",
+    "get_model": "atom_bench.models.registry",
+    "Capabilities": "atom_bench.models.registry",
+    "Weights": "atom_bench.models.weights",
+    "Prediction": "atom_bench.models.protocol",
+    "compare_files": "atom_bench.eval.compare",
 }
 
 __all__ = ["AtomBenchError", "__version__", *_EXPORTS]

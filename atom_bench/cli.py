@@ -52,7 +52,7 @@ def _say(verb: str, rest: str) -> None:
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=False,
+        console=err_console, transient=True,  # an error after it stays the one line on stderr
     )  # fmt: skip
 
 
@@ -65,8 +65,8 @@ def build(
     size: Annotated[Optional[int], typer.Option(help="Cube side S for easy/hard/histology (16..256).")] = None,
     slice_size: Annotated[Optional[int], typer.Option(help="Square slice side in pixels.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 2406,
-    workers: Annotated[int, typer.Option(help="Volumes prepared in parallel.")] = 1,
-    frame: Annotated[Optional[int], typer.Option(help="Volume of each 4D series to use (0-based).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Volumes prepared in parallel.")] = 1,
+    frame: Annotated[Optional[int], typer.Option(min=0, help="Volume of each 4D series to use (0-based).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Benchmark name (default: the --out folder name).")] = None,
     withhold_test_labels: Annotated[bool, typer.Option(help="Keep test labels out of --out (written to --labels-out).")] = False,
     labels_out: Annotated[Optional[Path], typer.Option(help="Where withheld labels go (default <out>-labels).")] = None,
@@ -169,7 +169,7 @@ def evaluate(
     track: Annotated[str, typer.Option(help="Track to evaluate on.")] = "hard",
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test_unseen",
     weights: Annotated[Optional[Path], typer.Option(help="safetensors weights (default: the shipped ones for the track).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Slices per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 32,
     out: Annotated[Optional[Path], typer.Option(help="Prediction file to write (.parquet or .csv).")] = None,
     diagnostic: Annotated[bool, typer.Option(help="Also score with swapped and blank volumes.")] = True,
     submit: Annotated[bool, typer.Option("--submit", help="Add the result to submissions/ and regenerate the leaderboards.")] = False,
@@ -245,7 +245,8 @@ def train(
     from atom_bench.models.train import check_settings
     from atom_bench.models.train import train as run_train
 
-    check_settings(model, source, loss, volumes_per_batch)  # fail before the progress bar starts
+    check_settings(model, source, loss, volumes_per_batch, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                   lr=lr, max_minutes=max_minutes)  # fail before the progress bar starts
     out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with _progress() as progress:
@@ -328,6 +329,27 @@ def submit(
 
     target = do_submit(predictions, name=name, meta=meta, root=root, labels=labels, submissions_dir=submissions, force=force)
     _say("submitted", f"{target}; run `atom-bench leaderboard` to update the tables")
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Prediction file, or a submission name (<name> or <track>/<name>).")],
+    b: Annotated[str, typer.Argument(help="The other prediction file or submission of the same split.")],
+    labels: LabelsOpt = None,
+    submissions: Annotated[Path, typer.Option("--submissions", help="Where submission names are looked up.")] = Path("submissions"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the comparison JSON here.")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Is A better than B? Paired differences of every metric with slice- and volume-level intervals."""
+    from atom_bench._io import write_json_atomic
+    from atom_bench.board.submissions import predictions_of
+    from atom_bench.eval.compare import compare_files, render_comparison
+
+    result = compare_files(predictions_of(a, submissions), predictions_of(b, submissions), root=root, labels=labels)
+    console.print(render_comparison(result))
+    if out is not None:
+        write_json_atomic(out, result)
+        _say("wrote", str(out))
 
 
 @app.command()

@@ -22,6 +22,7 @@ MISSING = {
     "validate": (["validate", "p.csv", "--track", "hard"], "Missing option '--split'"),
     "score": (["score"], "Missing argument 'predictions'"),
     "submit": (["submit", "p.csv", "--meta", "m.yaml"], "Missing option '--name'"),
+    "compare": (["compare", "a.parquet"], "Missing argument 'b'"),
 }
 # Commands whose every parameter has a default: nothing can be missing.
 NOTHING_REQUIRED = {"info", "download", "evaluate", "leaderboard", "version", "models"}
@@ -41,6 +42,7 @@ BAD_VALUE = {
     "submit": ["submit", "p.csv", "--name", "n", "--meta"],
     "leaderboard": ["leaderboard", "--check=maybe"],
     "models": ["models", "extra-argument"],
+    "compare": ["compare", "a.parquet", "b.parquet", "--out"],
 }
 
 

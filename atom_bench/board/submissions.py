@@ -292,3 +292,27 @@ def load_records(submissions_dir: str | os.PathLike[str] = "submissions") -> lis
             )
         records.append({"metadata": metadata, "scores": scores, "path": folder.as_posix()})
     return records
+
+
+def predictions_of(spec: str | os.PathLike[str], submissions_dir: str | os.PathLike[str] = "submissions") -> Path:
+    """A prediction file given as a path, or as a submission name (``<name>`` or ``<track>/<name>``).
+
+    Raises:
+        SubmissionError: neither a file nor exactly one submission of that name.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    base = Path(submissions_dir)
+    text = str(spec)
+    pattern = text if "/" in text else f"*/{text}"
+    found = sorted(p for p in base.glob(pattern) if p.is_dir() and any(p.glob("predictions.*"))) if base.is_dir() and text.strip("/.") else []
+    if len(found) != 1:
+        what = "no file and no submission" if not found else f"{len(found)} submissions ({', '.join(p.parent.name for p in found[:4])})"
+        raise SubmissionError(f"{_short_name(text)} names {what} in {base}; pass a prediction file or <track>/<name>")
+    return next(found[0].glob("predictions.*"))
+
+
+def _short_name(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from atom_bench.data.benchmark import BenchmarkLike
-from atom_bench.eval.metrics import COMPUTED_METRICS, MetricSpec
+from atom_bench.eval.metrics import COMPUTED_METRICS
 from atom_bench.eval.intervals import MIN_VOLUMES, cluster_draws
 from atom_bench.eval.predictions import file_meta
 from atom_bench.eval.scoring import Evaluator
@@ -124,26 +124,28 @@ def better(entry: dict, level: str = "slice") -> int:
 
 
 def render_comparison(result: dict):
-    """A rich table: each metric, A, B, the difference with its slice- and volume-level intervals."""
+    """A rich table: each metric, A, B, the difference with its slice- (and volume-) level interval."""
     from rich.table import Table
     from rich.text import Text
 
+    with_volumes = any("ci" in entry["volume"] for entry in result["metrics"].values())
     table = Table(title=Text(f"{result['track']}/{result['split']}: A = {result['a']}, B = {result['b']} "
                              f"({result['n_samples']} samples, {result['n_volumes']} volumes)"))  # fmt: skip
-    for column in ("metric", "A", "B", "A - B", "slice 95% CI", "p (slice)", "volume 95% CI", "p (volume)", "verdict"):
+    columns = ["metric", "A", "B", "A - B", "slice 95% CI", "p"] + (["volume 95% CI", "p (volume)"] if with_volumes else []) + ["verdict"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
     for name, entry in result["metrics"].items():
-        spec: MetricSpec = COMPUTED_METRICS[name]
-        scale = spec.scale
+        scale = COMPUTED_METRICS[name].scale
 
-        def ci(level: str) -> str:
-            part = entry[level]
+        def ci(part: dict) -> str:
             return "-" if "ci" not in part else f"[{part['ci'][0] * scale:.1f}, {part['ci'][1] * scale:.1f}]"
 
-        verdict = {1: "A better", -1: "B better", 0: "no difference shown"}[better(entry)]
-        table.add_row(
-            name, f"{entry['a'] * scale:.1f}", f"{entry['b'] * scale:.1f}", f"{entry['difference'] * scale:+.1f}",
-            ci("slice"), f"{entry['slice']['p']:.3g}", ci("volume"),
-            f"{entry['volume']['p']:.3g}" if "p" in entry["volume"] else "-", verdict,
-        )  # fmt: skip
+        cells = [name, f"{entry['a'] * scale:.1f}", f"{entry['b'] * scale:.1f}", f"{entry['difference'] * scale:+.1f}",
+                 ci(entry["slice"]), f"{entry['slice']['p']:.2g}"]  # fmt: skip
+        if with_volumes:
+            cells += [ci(entry["volume"]), f"{entry['volume']['p']:.2g}" if "p" in entry["volume"] else "-"]
+        cells.append({1: "A better", -1: "B better", 0: "no difference shown"}[better(entry)])
+        table.add_row(*cells)
+    if not with_volumes:
+        table.caption = f"volume level: not meaningful with {result['n_volumes']} volume(s) (needs {MIN_VOLUMES})"
     return table

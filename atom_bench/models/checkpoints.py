@@ -85,7 +85,14 @@ class RunDirectory:
         """
         if not self.state.is_file():
             return None
-        state = torch.load(self.state, weights_only=True)
+        try:
+            state = torch.load(self.state, weights_only=True)
+            keys_missing = not isinstance(state, dict) or not {"config", "model", "optimizer", "epoch", "step"} <= set(state)
+        except Exception as exc:  # torch raises many kinds for a damaged or foreign file
+            raise ModelError(f"{self.state} is not a readable training state ({type(exc).__name__}); "
+                             "delete it to start over, or train into another directory") from None  # fmt: skip
+        if keys_missing:
+            raise ModelError(f"{self.state} is not a training state written by atom-bench train; delete it or train into another directory")
         if state["config"] != self.config:
             raise ModelError(f"{self.out} holds a run with other settings {state['config']}; train into another directory or pass resume=False")
         model.load_state_dict(state["model"])

@@ -338,7 +338,8 @@ def resolve_spec(spec: str) -> ResolvedSpec:
             " Use 'module:factory' to name another factory."
         )
     entry = entry_of(factory)
-    name = entry.name if entry is not None else attr or module_name.rsplit(".", 1)[-1]
+    leaf = Path(module_name).stem if module_name.endswith(".py") or "/" in module_name else module_name.rsplit(".", 1)[-1]
+    name = entry.name if entry is not None else attr or leaf
     return ResolvedSpec(spec, name, factory, entry)
 
 

@@ -63,12 +63,15 @@ def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:
     return [ids[(ids.index(v) + 1) % len(ids)] for v in inputs.volume_ids]
 
 
-def iter_predictions(model: SliceLocator, inputs: SplitInputs, batch_size: int = 32, mode: str = "own") -> Iterator[tuple[slice, Prediction]]:
+def iter_predictions(
+    model: SliceLocator, inputs: SplitInputs, batch_size: int = 32, mode: str = "own", name: str | None = None
+) -> Iterator[tuple[slice, Prediction]]:
     """The one evaluation loop: ``(rows, prediction)`` for consecutive batches of a split, in order.
 
     Slices are shown with their own volume, another one or a blank cube (``mode``, see
     :func:`paired_volume_ids`). Evaluation (:func:`predict`) and validation during training
-    (:func:`atom_bench.models.train.validate`) both read their answers from here.
+    (:func:`atom_bench.models.train.validate`) both read their answers from here. Every batch's
+    answer is checked (:func:`check_prediction`); an error names the model (``name``) and batch.
     """
     if batch_size < 1:
         raise ModelError(f"batch_size must be at least 1; got {batch_size}", parameters=("batch_size",))
@@ -81,9 +84,33 @@ def iter_predictions(model: SliceLocator, inputs: SplitInputs, batch_size: int =
         # no_grad rather than inference_mode: validation runs between training steps, and anything a
         # model keeps from predict must stay usable by autograd; per batch, not around the yield,
         # so that the caller's code between batches keeps its own grad mode
+        where = f"model {name or type(model).__name__!r}, batch {start // batch_size} (slices {rows.start}-{rows.stop - 1})"
         with torch.no_grad():
-            prediction = model.predict(volumes, inputs.slices[rows])
+            try:
+                prediction = model.predict(volumes, inputs.slices[rows])
+            except ModelError as error:  # e.g. a Prediction built with the wrong shapes
+                raise ModelError(f"{where}: {error}") from None
+        check_prediction(prediction, rows.stop - rows.start, where)
         yield rows, prediction
+
+
+def check_prediction(prediction: object, n: int, where: str = "the model") -> None:
+    """Refuse what ``predict`` must not return: not a Prediction, not tensors, another batch
+    size, NaN or infinite scores or poses. ``where`` names the model and the batch in the error."""
+    if not isinstance(prediction, Prediction):
+        raise ModelError(f"{where}: predict returned a {type(prediction).__name__}; return "
+                         "atom_bench.models.protocol.Prediction(high_scores=(B, 27), low_scores=(B, 729))")  # fmt: skip
+    for field in ("high_scores", "low_scores", "center_vox", "normal"):
+        value = getattr(prediction, field)
+        if value is None and field in ("center_vox", "normal"):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(f"{where}: {field} is a {type(value).__name__}; return torch tensors (torch.as_tensor(...))")
+        if value.shape[0] != n:
+            raise ModelError(f"{where}: {field} has {value.shape[0]} rows for a batch of {n} slices; return one row per slice")
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ModelError(f"{where}: {field} holds {bad} NaN or infinite value(s); scores and poses must be finite")
 
 
 def predict(
@@ -92,10 +119,11 @@ def predict(
     batch_size: int = 32,
     mode: str = "own",
     on_batch: Callable[[int], None] | None = None,
+    name: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Prediction arrays in the scorer's format (``high``, ``low``, top-5 lists, optional pose in mm)."""
     parts: dict[str, list[np.ndarray]] = {}
-    for rows, out in iter_predictions(model, inputs, batch_size, mode):
+    for rows, out in iter_predictions(model, inputs, batch_size, mode, name):
         batch = consistent_top5(out.high_scores.float(), out.low_scores.float())
         if out.center_vox is not None and out.normal is not None:
             affines = [inputs.affines[v] for v in inputs.volume_ids[rows]]
@@ -219,7 +247,7 @@ def evaluate_model(
 
     model, meta = build_model(model_spec, track, weights, root)
     inputs = load_inputs(track, split, root)
-    own = predict(model, inputs, batch_size, "own", on_batch)
+    own = predict(model, inputs, batch_size, "own", on_batch, meta.name)
     evaluator = Evaluator.from_benchmark(track, split, root=root)
     name = meta.name.replace("/", "_")
     out = Path(out) if out else Path("runs") / f"{name}-{track}-{split}.parquet"
@@ -231,7 +259,7 @@ def evaluate_model(
         labels = None
         if "high_label" in data.column_names:
             labels = {"high": np.asarray(data["high_label"]), "low": np.asarray(data["low_label"])}
-        others = {mode: predict(model, inputs, batch_size, mode, on_batch) for mode in ("swapped", "blank")}
+        others = {mode: predict(model, inputs, batch_size, mode, on_batch, meta.name) for mode in ("swapped", "blank")}
         scores["volume_reliance"] = volume_reliance(own, others, labels)
     scores["model"] = {**meta.to_dict(), "weights_file": meta.weights_file or ""}
     return scores, out

@@ -92,9 +92,24 @@ def validate(model: SliceLocator, track: str, root: Any = None, batch_size: int 
 # Settings
 
 
-def _checked(model_spec: str, source: str, loss: str, volumes_per_batch: int) -> ResolvedSpec:
+def _check_numbers(epochs: int, steps_per_epoch: int, batch_size: int, lr: float, max_minutes: float | None) -> None:
+    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelError(f"{name} must be a whole number of at least 1; got {value!r}", parameters=(name,))
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ModelError(f"lr must be a positive, finite learning rate; got {lr!r}", parameters=("lr",))
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes) and max_minutes >= 0):
+        # 0 is allowed: one step, then the epoch is scored and saved (a smoke test of a run directory)
+        raise ModelError(f"max_minutes must be a number of minutes >= 0 (or None for no limit); got {max_minutes!r}", parameters=("max_minutes",))
+
+
+def _checked(
+    model_spec: str, source: str, loss: str, volumes_per_batch: int, *, epochs: int = 1, steps_per_epoch: int = 1,
+    batch_size: int = 1, lr: float = 1e-3, max_minutes: float | None = None,
+) -> ResolvedSpec:  # fmt: skip
     from atom_bench.models.losses import LOSSES
 
+    _check_numbers(epochs, steps_per_epoch, batch_size, lr, max_minutes)
     resolved = resolve_spec(model_spec)
     capabilities = resolved.entry.capabilities if resolved.entry is not None else None
     if capabilities is not None and not (capabilities.trainable or capabilities.needs_train_counts):
@@ -108,11 +123,13 @@ def _checked(model_spec: str, source: str, loss: str, volumes_per_batch: int) ->
     return resolved
 
 
-def check_settings(model_spec: str, source: str = "stream", loss: str = "asl", volumes_per_batch: int = 4) -> str:
+def check_settings(model_spec: str, source: str = "stream", loss: str = "asl", volumes_per_batch: int = 4, **numbers: Any) -> str:
     """Raise :class:`ModelError` for settings :func:`train` cannot run; return the model's name.
 
-    Cheap (no data, no weights), so a command line can check before it starts a progress bar."""
-    return _checked(model_spec, source, loss, volumes_per_batch).name
+    ``numbers``: ``epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``, ``max_minutes`` as
+    :func:`train` takes them. Cheap (no data, no weights), so a command line can check before it
+    starts a progress bar."""
+    return _checked(model_spec, source, loss, volumes_per_batch, **numbers).name
 
 
 @dataclass(frozen=True)
@@ -302,7 +319,10 @@ def train(
         ModelError: a model with nothing to train (chance, search) or without a ``forward``.
     """
     out = Path(out)
-    resolved = _checked(model_spec, source, loss, volumes_per_batch)
+    resolved = _checked(
+        model_spec, source, loss, volumes_per_batch, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+        lr=lr, max_minutes=max_minutes,
+    )  # fmt: skip
     settings = _Settings(model_spec, track, root, epochs, steps_per_epoch, batch_size, lr, seed, source, loss, augment, volumes_per_batch)
     if resolved.entry is not None and resolved.entry.capabilities.needs_train_counts:
         return _count_labels(resolved, settings, out)

@@ -53,3 +53,13 @@ def test_files_of_different_splits_are_refused(tmp_path):
     other = REPO / "submissions" / "easy" / "search-test_seen" / "predictions.parquet"
     with pytest.raises(PredictionError, match="compare predictions of the same split"):
         compare_files(SEARCH, other)
+
+
+def test_compare_command_by_submission_name(tmp_path, capsys):
+    from atom_bench.cli import main
+
+    out = tmp_path / "c.json"
+    assert main(["compare", "easy/search-test_unseen", "easy/chance-test_unseen", "--submissions", str(REPO / "submissions"), "--out", str(out)]) == 0
+    assert "A better" in capsys.readouterr().out and out.is_file()
+    assert main(["compare", "no-such-entry", "easy/chance-test_unseen", "--submissions", str(REPO / "submissions")]) == 2
+    assert "names no file and no submission" in capsys.readouterr().err

@@ -60,3 +60,32 @@ def test_unknown_model_is_a_one_line_error(capsys):
     assert main(["evaluate", "--model", "regismcna"]) == 2
     err = capsys.readouterr().err
     assert "regismcan" in err.lower() and "Traceback" not in err
+
+
+BAD_MODELS = {
+    "nan": "high_scores holds 864 NaN or infinite value(s)",
+    "short": "high_scores has 1 rows for a batch of 32 slices",
+    "tuple": "predict returned a tuple",
+    "numpy": "high_scores is a ndarray; return torch tensors",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MODELS))
+def test_bad_model_outputs_are_one_line_errors_naming_model_and_batch(kind, tmp_path, capsys):
+    body = {
+        "nan": "return Prediction(torch.full((b, 27), float('nan')), torch.zeros(b, 729))",
+        "short": "return Prediction(torch.zeros(1, 27), torch.zeros(1, 729))",
+        "tuple": "return torch.zeros(b, 27), torch.zeros(b, 729)",
+        "numpy": "return Prediction(np.zeros((b, 27)), np.zeros((b, 729)))",
+    }[kind]
+    source = tmp_path / f"bad_{kind}.py"
+    source.write_text(
+        "import numpy as np\nimport torch\nfrom atom_bench.models.protocol import Prediction\n\n"
+        "class Bad:\n    def predict(self, volumes, slices):\n        b = slices.shape[0]\n        " + body + "\n\n"
+        "def create_model(volume_size=None, slice_shape=None):\n    return Bad()\n"
+    )
+    out = tmp_path / "p.parquet"
+    assert main(["evaluate", "--model", str(source), "--track", "easy", "--split", "test_seen", "--no-diagnostic", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: model 'bad_{kind}', batch 0 (slices 0-31): ") and BAD_MODELS[kind] in err and len(err.splitlines()) == 1
+    assert not out.exists()

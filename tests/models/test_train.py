@@ -183,3 +183,24 @@ def test_torchrun_two_processes(tmp_path):
     rows = read_log(tmp_path / "log.csv")
     assert len(rows) == 1 and rows[0]["step"] == "2"
     assert _metadata(tmp_path / "best.safetensors")["world_size"] == "2"
+
+
+@pytest.mark.parametrize("content", [b"garbage", b""])
+def test_a_corrupt_training_state_is_a_one_line_error_and_is_kept(tmp_path, content, capsys):
+    from atom_bench.cli import main
+
+    (tmp_path / "state.pt").write_bytes(content)
+    args = ["train", "--model", "cnn", "--track", "paper", "--out", str(tmp_path), "--epochs", "1", "--steps-per-epoch", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a readable training state" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "state.pt").read_bytes() == content
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--lr", "-1"), ("--steps-per-epoch", "-1"), ("--max-minutes", "-1"), ("--batch-size", "0")])
+def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, option, value, capsys):
+    from atom_bench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "cnn", "--track", "paper", "--out", str(out), option, value]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {option} ") and not out.exists()
