@@ -12,6 +12,7 @@ elastic warp -> tear -> holes -> partial-section crop -> noise -> clip to [0, 1]
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,11 +48,22 @@ DEGRADATION_COLUMNS: tuple[str, ...] = tuple(
 NO_DEGRADATION: dict[str, float] = dict.fromkeys(DEGRADATION_COLUMNS, 0.0)
 
 
+def correctly_rounded_exp(x: float) -> float:
+    """``exp(x)`` rounded once to the nearest double, the same on every CPU.
+
+    ``np.exp`` picks vectorised code by CPU features (AVX-512 or not) and may differ in the last
+    bit; the drawn parameters are stored in the data, so that bit would change the bytes of a
+    rebuild (atom-mini 1.0 was built on an AVX-512 machine and could not be rebuilt byte for byte
+    elsewhere). The decimal module computes in software (28 digits) before one rounding.
+    """
+    return float(Decimal(x).exp())
+
+
 def draw_histology(rng: np.random.Generator, seed: int) -> HistologyDraw:
     """Draw one sample's degradation parameters."""
     return HistologyDraw(
         thickness=float(rng.uniform(0.0, 3.0)),
-        gamma=float(np.exp(rng.uniform(-0.5, 0.5))),
+        gamma=correctly_rounded_exp(float(rng.uniform(-0.5, 0.5))),
         wave_amp=float(rng.uniform(0.1, 0.4)),
         wave_freq=float(rng.uniform(0.5, 2.0)),
         wave_phase=float(rng.uniform(0.0, 2 * np.pi)),

@@ -42,6 +42,9 @@ class SplitCounts:
     test_unseen: int = 128
 
 
+#: Version of what a build writes; 1.1: histology gamma drawn with a correctly rounded exp (CPU-independent bytes).
+DATASET_VERSION = "1.1"
+
 #: Named sample counts per volume (``atom-bench build --preset``); ``atom-mini`` is the embedded default's.
 #: ``paper-medmnist`` is the released ATOM generator's setting for MedMNIST3D volumes: build it with
 #: ``--track paper`` (its 20^3 cube, as the released code zooms 28^3 to 20^3, and 4 x 4 slices)
@@ -423,7 +426,7 @@ def _manifest(root, config, specs, sources, writers, files, validation_from_trai
         tracks[track] = {**spec.describe(), "volume_table": volume_table_name(spec), "splits": splits}
     return {
         "name": config.name,
-        "version": "1.0",
+        "version": DATASET_VERSION,
         "protocol": 1,
         "toolkit_version": __version__,
         "build": {**asdict(config), "tracks": list(config.tracks), "validation_from_train": validation_from_train},

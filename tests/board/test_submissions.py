@@ -15,6 +15,7 @@ import atom_bench
 from atom_bench.eval import predictions as P
 from atom_bench.cli import main
 from atom_bench.eval.scoring import Evaluator
+from atom_bench.data.build import DATASET_VERSION
 from atom_bench.board.submissions import SubmissionError, check_metadata, load_metadata, load_records, submit
 from tests.eval.fixtures import make_predictions, make_tables
 
@@ -134,7 +135,7 @@ def test_submit_command_on_atom_mini(tmp_path: Path) -> None:
     assert main(args) == 2  # exists
     assert main([*args, "--force"]) == 0
     record = json.loads((tmp_path / "subs" / "easy" / "dummy" / "metadata.json").read_text())
-    assert record["split"] == "test_seen" and record["dataset_revision"] == "1.0" and len(record["manifest_sha256"]) == 64
+    assert record["split"] == "test_seen" and record["dataset_revision"] == DATASET_VERSION and len(record["manifest_sha256"]) == 64
     meta.write_text("model_name: [unclosed")
     assert main([*args, "--force"]) == 2
 
