@@ -279,6 +279,8 @@ def version() -> None:
 
 
 PredArg = Annotated[Path, typer.Argument(help="Prediction file (.parquet or .csv; schema in PROTOCOL section 6).")]
+TrackOpt = Annotated[Optional[str], typer.Option("--track", help="Track the file is for (needed when the file records none, e.g. a plain CSV).")]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split the file is for (with --track).")]
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="Labels file kept apart from the public data (hidden test labels).")]
 
 
@@ -301,16 +303,19 @@ def score(
     predictions: PredArg,
     labels: LabelsOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Scores JSON (default: <predictions>.scores.json).")] = None,
+    track: TrackOpt = None,
+    split: SplitOpt = None,
     root: RootOpt = None,
 ) -> None:
     """Validate and score a prediction file; print the metrics with floors and write JSON."""
     from atom_bench._io import write_json_atomic
     from atom_bench.eval.scoring import render_scores, score_file
 
-    result = score_file(predictions, root=root, labels=labels)
+    result = score_file(predictions, root=root, labels=labels, track=track, split=split)
     target = out or predictions.with_name(predictions.name.rsplit(".", 1)[0] + ".scores.json")
     write_json_atomic(target, result)
     console.print(render_scores(result))
+    console.print(Text(f"scored against dataset revision {result['dataset_revision']} (manifest sha256 {result['manifest_sha256']})"))
     _say("wrote", f"{target}")
 
 
@@ -322,12 +327,15 @@ def submit(
     labels: LabelsOpt = None,
     submissions: Annotated[Path, typer.Option("--submissions", help="Submissions directory.")] = Path("submissions"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of the same name.")] = False,
+    track: TrackOpt = None,
+    split: SplitOpt = None,
     root: RootOpt = None,
 ) -> None:
     """Validate, score and store a submission under submissions/<track>/<name>/."""
     from atom_bench.board.submissions import submit as do_submit
 
-    target = do_submit(predictions, name=name, meta=meta, root=root, labels=labels, submissions_dir=submissions, force=force)
+    target = do_submit(predictions, name=name, meta=meta, root=root, labels=labels, submissions_dir=submissions, force=force,
+                       track=track, split=split)  # fmt: skip
     _say("submitted", f"{target}; run `atom-bench leaderboard` to update the tables")
 
 

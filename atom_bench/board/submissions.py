@@ -202,6 +202,8 @@ def submit(
     today: dt.date | None = None,
     extra: dict | None = None,
     scores: dict | None = None,
+    track: str | None = None,
+    split: str | None = None,
 ) -> Path:
     """Validate, score and store a submission; returns ``submissions/<track>/<name>``.
 
@@ -216,6 +218,8 @@ def submit(
             ``atom-bench evaluate --submit`` for the volume-reliance diagnostic).
         scores: the scores ``predictions`` already got (an ``Evaluator.evaluate_file`` result),
             so it is not scored twice; its sha256, track and split must match the file's.
+        track, split: the split the file is for, when it records none (a plain CSV or parquet
+            file); metadata the file does record must agree.
     """
     from atom_bench._io import sha256_file
     from atom_bench.eval import checks, scoring
@@ -227,14 +231,15 @@ def submit(
         )
     info = check_metadata(meta) if isinstance(meta, dict) else load_metadata(meta)
     path = Path(predictions)
-    track, split = P.file_target(path)  # plain names: they become folders
+    plain_ok = track is not None
+    track, split = P.file_target(path, track, split)  # plain names: they become folders
     fmt, _ = checks.sniff(path)  # stored by its content: parquet bytes named .txt or .csv are .parquet
     target = Path(submissions_dir) / track / name
     if target.exists() and not force:  # early exit; checked again under the lock
         raise SubmissionError(f"{target} already exists; choose another name or pass force=True to replace it", parameters=("name", "force"))
     if scores is None:
         ev = evaluator if evaluator is not None else scoring.Evaluator.from_benchmark(track, split, root=root, labels=labels)
-        scores, dataset = ev.evaluate_file(path), ev.info
+        scores, dataset = ev.evaluate_file(path, plain_ok=plain_ok), ev.info
     else:  # scored already: the file must still be the one those scores are for
         if sha256_file(path) != scores.get("predictions_sha256") or (scores.get("track"), scores.get("split")) != (track, split):
             raise SubmissionError(f"{path} is not the file the given scores were computed for (sha256, track or split differ)")

@@ -143,6 +143,7 @@ def read_arrays(
     manifest_sha256: str | None = None,
     dataset_revision: str | None = None,
     chunk_rows: int = 1 << 18,
+    plain_ok: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict | None, np.ndarray]:
     """Like :func:`read_predictions`, returning ``(arrays, metadata, positions)``: numpy columns
     in file order and each row's position in ``sample_ids`` (a permutation once valid)."""
@@ -151,7 +152,7 @@ def read_arrays(
     fmt, meta = chk.sniff(path)
     batches = chk.iter_parquet(path, chunk_rows) if fmt == "parquet" else chk.iter_csv(path, chunk_rows, meta is not None)
     expected = {"track": track, "split": split, "manifest_sha256": manifest_sha256, "dataset_revision": dataset_revision}
-    chk.check_meta(meta, expected, report, required=True)
+    chk.check_meta(meta, expected, report, required=not plain_ok)
     with contextlib.closing(batches):
         arrays = chk.check_batches(batches, report, from_csv=fmt == "csv")
     positions = chk.check_ids(arrays["sample_id"], chk.id_array(sample_ids), report)
@@ -168,8 +169,13 @@ def read_predictions(
     manifest_sha256: str | None = None,
     dataset_revision: str | None = None,
     chunk_rows: int = 1 << 18,
+    plain_ok: bool = False,
 ) -> pd.DataFrame:
     """Read and validate a prediction file against the split it must cover.
+
+    ``plain_ok``: the caller vouches for the track and split (a user's flags), so a plain file
+    without ATOM-Bench metadata (e.g. ``df.to_csv(path, index=False)``) is accepted; metadata a
+    file does carry must still agree.
 
     Every problem is collected first, then one :class:`PredictionError` lists them all (with
     counts and the first few offending ids). ``manifest_sha256`` / ``dataset_revision`` (when
@@ -181,7 +187,7 @@ def read_predictions(
     """
     arrays, meta, _ = read_arrays(
         path, track=track, split=split, sample_ids=sample_ids,
-        manifest_sha256=manifest_sha256, dataset_revision=dataset_revision, chunk_rows=chunk_rows,
+        manifest_sha256=manifest_sha256, dataset_revision=dataset_revision, chunk_rows=chunk_rows, plain_ok=plain_ok,
     )  # fmt: skip
     return to_frame(arrays, arrays["sample_id"], meta)
 
@@ -267,7 +273,7 @@ def validate_predictions(path: str | os.PathLike[str], track: str, split: str, r
     bench = Benchmark.open(root)
     return read_predictions(
         path, track=track, split=split, sample_ids=bench.sample_ids(track, split),
-        manifest_sha256=bench.hash, dataset_revision=bench.revision,
+        manifest_sha256=bench.hash, dataset_revision=bench.revision, plain_ok=True,
     )  # fmt: skip
 
 
@@ -275,12 +281,33 @@ def file_meta(path: str | os.PathLike[str]) -> dict:
     """The metadata a prediction file records (raises if it records none)."""
     _, meta = chk.sniff(Path(path))
     if not meta:
-        raise PredictionError(f"{Path(path).name}: records no track/split; write it with atom_bench.write_predictions")
+        raise PredictionError(
+            f"{Path(path).name}: records no split it was made for; pass track and split (a plain CSV or parquet file is fine), "
+            "or write it with atom_bench.write_predictions", parameters=("track", "split")
+        )
     return meta
 
 
-def file_target(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """``(track, split)`` that a prediction file records, each a plain name (they name folders)."""
+def file_target(path: str | os.PathLike[str], track: str | None = None, split: str | None = None) -> tuple[str, str]:
+    """``(track, split)`` of a prediction file, each a plain name (they name folders).
+
+    Given ``track`` and ``split`` (a user's flags) are used, and a file without metadata is fine;
+    metadata the file records must agree with them. Otherwise they come from the file's metadata.
+    """
+    if (track is None) != (split is None):
+        raise PredictionError("give both track and split, or neither (then the file's metadata names them)", parameters=("track", "split"))
+    if track is not None:
+        for key, value in (("track", track), ("split", split)):
+            if not TARGET_NAME_RE.fullmatch(value):
+                raise PredictionError(f"{key} {chk.quote(value)} is not a track/split name", parameters=(key,))
+        _, meta = chk.sniff(Path(path))
+        for key, value in (("track", track), ("split", split)):
+            if meta and meta.get(key) not in (None, value):
+                raise PredictionError(
+                    f"{Path(path).name} records {key} {chk.quote(meta.get(key))} but {key} {chk.quote(value)} was given; "
+                    "give the split the file was made for", parameters=(key,)
+                )  # fmt: skip
+        return track, split
     meta = file_meta(path)
     for key in ("track", "split"):
         value = meta.get(key)

@@ -230,13 +230,15 @@ class Evaluator:
         )  # fmt: skip
         return self._result(arrays, positions, floors)
 
-    def evaluate_file(self, path: str | os.PathLike[str], *, floors: bool = True) -> dict:
-        """Validate (chunked, strict) and score a prediction file; returns the JSON-ready result."""
+    def evaluate_file(self, path: str | os.PathLike[str], *, floors: bool = True, plain_ok: bool = False) -> dict:
+        """Validate (chunked, strict) and score a prediction file; returns the JSON-ready result.
+
+        ``plain_ok``: accept a file without ATOM-Bench metadata (the caller vouches for the split)."""
         from atom_bench._io import sha256_file
 
         arrays, _, positions = P.read_arrays(
             path, track=self.info["track"], split=self.info["split"], sample_ids=self.id_array,
-            manifest_sha256=self.info["manifest_sha256"], dataset_revision=self.info["dataset_revision"],
+            manifest_sha256=self.info["manifest_sha256"], dataset_revision=self.info["dataset_revision"], plain_ok=plain_ok,
         )  # fmt: skip
         result = self._result(arrays, positions, floors)
         result["predictions_sha256"] = sha256_file(path)
@@ -288,11 +290,16 @@ def _num(x: float) -> float | None:
 
 
 def score_file(
-    path: str | os.PathLike[str], *, root: BenchmarkLike = None, labels: str | os.PathLike[str] | None = None
-) -> dict:
-    """Validate a prediction file against its split (read from the file's metadata) and score it."""
-    track, split = P.file_target(path)
-    return Evaluator.from_benchmark(track, split, root=root, labels=labels).evaluate_file(path)
+    path: str | os.PathLike[str], *, root: BenchmarkLike = None, labels: str | os.PathLike[str] | None = None,
+    track: str | None = None, split: str | None = None,
+) -> dict:  # fmt: skip
+    """Validate a prediction file against its split and score it.
+
+    The split is ``track`` / ``split`` when given (then a plain CSV or parquet file without
+    ATOM-Bench metadata is accepted, and metadata it has must agree), else the file's metadata.
+    """
+    target = P.file_target(path, track, split)
+    return Evaluator.from_benchmark(*target, root=root, labels=labels).evaluate_file(path, plain_ok=track is not None)
 
 
 def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view")):

@@ -381,3 +381,69 @@ def test_written_predictions_honour_the_umask(tmp_path: Path, umask: int, mode: 
     finally:
         os.umask(old)
     assert [p.stat().st_mode & 0o777 for p in paths] == [mode, mode]
+
+
+# -- a user's own plain file: track and split from the caller -----------------------------------
+
+
+def _plain(tmp_path, suffix=".csv", track="hard", split="test_unseen"):
+    import atom_bench
+
+    ids = atom_bench.load_split(track, split)["sample_id"]
+    rng = np.random.default_rng(0)
+    high = rng.integers(0, 27, len(ids))
+    frame = pd.DataFrame({"sample_id": ids, "high": high, "low": 27 * high + rng.integers(0, 27, len(ids))})
+    path = tmp_path / f"plain{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_plain_pandas_file_is_scored_when_track_and_split_are_given(tmp_path, suffix):
+    from atom_bench.eval.scoring import score_file
+
+    path = _plain(tmp_path, suffix)
+    with pytest.raises(PredictionError, match="records no split it was made for; pass track and split"):
+        score_file(path)
+    result = score_file(path, track="hard", split="test_unseen")
+    assert result["n_samples"] == 256 and result["dataset_revision"] and len(result["manifest_sha256"]) == 64
+    assert len(P.validate_predictions(path, "hard", "test_unseen")) == 256
+
+
+def test_metadata_a_file_records_must_agree_with_the_given_split(tmp_path):
+    import atom_bench
+
+    from atom_bench.eval.scoring import score_file
+
+    path = P.write_predictions(atom_bench.dummy_prediction("easy", "test_seen"), tmp_path / "p.csv")
+    with pytest.raises(PredictionError, match="records split 'test_seen' but split 'test_unseen' was given"):
+        score_file(path, track="easy", split="test_unseen")
+    assert score_file(path, track="easy", split="test_seen")["n_samples"] > 0
+
+
+def test_the_toolkits_own_csv_round_trips_through_pandas(tmp_path):
+    import atom_bench
+
+    from atom_bench.eval.scoring import score_file
+
+    path = P.write_predictions(atom_bench.dummy_prediction("easy", "test_seen"), tmp_path / "p.csv")
+    frame = pd.read_csv(path, comment="#")  # the metadata line is a comment
+    assert list(frame.columns[:3]) == ["sample_id", "high", "low"]
+    frame.to_csv(tmp_path / "again.csv", index=False)
+    assert score_file(tmp_path / "again.csv", track="easy", split="test_seen")["n_samples"] == len(frame)
+
+
+def test_cli_submit_of_a_plain_file(tmp_path, capsys):
+    import yaml
+
+    from atom_bench.cli import main
+
+    path = _plain(tmp_path)
+    meta = tmp_path / "meta.yaml"
+    meta.write_text(yaml.safe_dump({"model_name": "mine", "authors": ["A. Person"], "code_url": "https://example.org/mine",
+                                    "n_parameters": 1, "training_data": "atom-mini train", "seeds": [0], "hardware": "cpu"}))  # fmt: skip
+    args = ["submit", str(path), "--name", "mine", "--meta", str(meta), "--submissions", str(tmp_path / "subs")]
+    assert main(args) == 2 and "pass --track and --split" in capsys.readouterr().err
+    assert main([*args, "--track", "hard", "--split", "test_unseen"]) == 0
+    record = json.loads((tmp_path / "subs" / "hard" / "mine" / "metadata.json").read_text())
+    assert record["split"] == "test_unseen" and record["dataset_revision"]
