@@ -175,6 +175,7 @@ def evaluate(
     submit: Annotated[bool, typer.Option("--submit", help="Add the result to submissions/ and regenerate the leaderboards.")] = False,
     name: Annotated[Optional[str], typer.Option(help="Submission name (default: <model>-<split>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing submission of the same name.")] = False,
+    meta: Annotated[Optional[Path], typer.Option("--meta", help="With --submit: META.yaml with authors and code_url (as for submit).")] = None,
     root: RootOpt = None,
 ) -> None:
     """Run a model over a split, write its predictions, score them and test its use of the volume."""
@@ -184,6 +185,8 @@ def evaluate(
     from atom_bench.eval.scoring import render_scores
     from atom_bench.models.run import evaluate_model
 
+    if submit and meta is None:  # before the run: a submission names who made the model
+        raise AtomBenchError("--submit needs --meta META.yaml with the model's authors and code_url (fields as for `atom-bench submit`)")
     total = len(load_split(track, split, root)) * (3 if diagnostic else 1)
     with _progress() as progress:
         task = progress.add_task(escape(f"{model} on {track}/{split}"), total=total)  # the bar's text column reads markup
@@ -203,7 +206,7 @@ def evaluate(
         from atom_bench.board.leaderboard import regenerate
         from atom_bench.models.run import submit_evaluation
 
-        target = submit_evaluation(scores, path, name or f"{scores['model']['name']}-{split}", root=root, force=force)
+        target = submit_evaluation(scores, path, name or f"{scores['model']['name']}-{split}", root=root, force=force, meta=meta)
         regenerate()
         _say("submitted", f"{target}; leaderboards regenerated")
 

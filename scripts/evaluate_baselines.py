@@ -21,6 +21,8 @@ from atom_bench.data.benchmark import Benchmark
 from atom_bench.models.registry import get_model, list_models
 from atom_bench.models.run import evaluate_model, submit_evaluation
 
+BASELINE_AUTHORS = {"authors": ["ATOM-Bench baselines"], "code_url": "https://pypi.org/project/atom-bench/"}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -38,7 +40,7 @@ def main() -> None:
             for split in args.splits:
                 start = time.perf_counter()
                 scores, path = evaluate_model(model, track, split, out=Path("runs") / f"{model}-{track}-{split}.parquet")
-                submit_evaluation(scores, path, f"{model}-{split}", force=True)
+                submit_evaluation(scores, path, f"{model}-{split}", force=True, meta=BASELINE_AUTHORS)
                 top1 = scores["metrics"]["top1_high"]["value"]
                 drop = scores["volume_reliance"]["swapped"].get("drop_high", {}).get("value")
                 console.print(f"{model:10s} {track:10s} {split:12s} top1_high {100 * top1:5.1f}%  swap drop {100 * (drop or 0):5.1f}  ({time.perf_counter() - start:.0f} s)")

@@ -156,6 +156,11 @@ _MetadataLoader.add_constructor("tag:yaml.org,2002:int", _MetadataLoader.constru
 
 def load_metadata(path: str | os.PathLike[str]) -> dict:
     """Read and validate a ``META.yaml`` (or JSON) file of at most :data:`MAX_METADATA_BYTES`."""
+    return check_metadata(read_metadata_file(path), Path(path).name)
+
+
+def read_metadata_file(path: str | os.PathLike[str]) -> Any:
+    """Parse a ``META.yaml`` (or JSON) file safely (size cap, UTF-8, no aliases), unchecked."""
     from atom_bench.eval.checks import brief
 
     path = Path(path)
@@ -181,7 +186,7 @@ def load_metadata(path: str | os.PathLike[str]) -> dict:
         raise SubmissionError(f"{path}: not valid YAML ({brief(exc)})") from None
     except RecursionError:
         raise SubmissionError(f"{path}: not valid metadata (nested too deeply)") from None
-    return check_metadata(meta, path.name)
+    return meta
 
 
 def submissions_lock(submissions_dir: str | os.PathLike[str], timeout: float = 600) -> FileLock:

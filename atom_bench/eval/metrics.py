@@ -365,7 +365,7 @@ _SPECS = (
     MetricSpec("paper_acck1", _paper("paper_acck1"), ("pred:high", "pred:low", *_PAPER_LABELS),
                "proportion", True, "paper acck1 (top-1/top-1)", "fraction", "paper acck1 %"),
     MetricSpec("volume_swap_drop_high", None, _RELIANCE, "mean", True, "top-1 coarse drop, volume swapped", "points",
-               "volume-swap drop (coarse) %"),
+               "volume-swap drop (coarse), points"),
     MetricSpec("volume_blank_drop_high", None, _RELIANCE, "mean", True, "top-1 coarse drop, volume blanked", "points"),
 )  # fmt: skip
 

@@ -278,26 +278,40 @@ def reliance_metrics(scores: dict) -> dict[str, dict]:
 def submit_evaluation(
     scores: dict, path: str | os.PathLike[str], name: str, *, root=None, force: bool = False,
     submissions_dir: str | os.PathLike[str] = "submissions", seeds: tuple[int, ...] = (0,),
+    meta: dict | str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Store an :func:`evaluate_model` result as a submission, metadata taken from the model's record.
+    """Store an :func:`evaluate_model` result as a submission.
 
-    The prediction file is not scored again: its scores are passed on (``submit`` checks that the
-    file's sha256 is the one they were computed for)."""
+    What the run knows (model name, parameter count, training data, weights, hardware, seeds) is
+    filled in; ``meta`` (a mapping or a META.yaml, as for ``atom-bench submit``) adds or overrides
+    fields, and must give the ``authors`` and ``code_url`` of anything but a model whose record
+    names them: nobody's model is credited to somebody else. The prediction file is not scored
+    again: its scores are passed on (``submit`` checks the file's sha256 against them)."""
     import platform
 
-    from atom_bench.board.submissions import submit
+    from atom_bench.board.submissions import SubmissionError, read_metadata_file, submit
 
     info = scores["model"]
-    meta = {
+    given = read_metadata_file(meta) if isinstance(meta, (str, os.PathLike)) else meta or {}
+    if not isinstance(given, dict):
+        raise SubmissionError(f"{meta}: expected a mapping of metadata fields (authors, code_url, ...)", parameters=("meta",))
+    defaults = {
         "model_name": info["name"],
-        "authors": ["ATOM-Bench baselines"],
-        "code_url": info.get("code_url") or "https://pypi.org/project/atom-bench/",
         "n_parameters": int(info["n_parameters"]),
         "training_data": info["training_data"],
         "seeds": list(seeds),
         "hardware": f"{platform.machine()} CPU",
         "notes": f"weights: {Path(info['weights_file']).name if info['weights_file'] else 'none'}",
     }
+    if info.get("code_url"):
+        defaults["code_url"] = info["code_url"]
+    merged = {**defaults, **given}
+    missing = [key for key in ("authors", "code_url") if not merged.get(key)]
+    if missing:
+        raise SubmissionError(
+            f"say who made {info['name']!r}: meta needs {' and '.join(missing)} (a META.yaml as for submit)", parameters=("meta",)
+        )
+    meta = merged
     extra = {"metrics": reliance_metrics(scores), "volume_reliance": scores.get("volume_reliance", {})}
     scored = {key: value for key, value in scores.items() if key not in ("model", "volume_reliance")}  # the scorer's own result
     return submit(path, name=name, meta=meta, root=root, force=force, submissions_dir=submissions_dir, extra=extra, scores=scored)

@@ -217,17 +217,19 @@ def test_skip_reasons_are_derived_from_unmet_requirements() -> None:
 
 
 def test_leaderboard_columns_come_from_the_specs() -> None:
-    headers = [spec.leaderboard_header for spec in M.METRICS.values() if spec.leaderboard_header is not None]
     names = [name for name, spec in M.METRICS.items() if spec.leaderboard_header is not None]
     assert [spec.name for spec in lb.BOARD_METRICS] == names and "volume_swap_drop_high" in names
+    headers = [spec.leaderboard_header for spec in lb.BOARD_METRICS]
+    assert "volume-swap drop (coarse), points" in headers  # a difference of two percentages
     table = {"split": "test_seen", "manifest": "ab" * 32, "revision": "1.0", "rows": []}
     md = lb.render_markdown("easy", [table])
-    assert f"| rank | name | model | {' | '.join(headers)} | params | date |" in md.splitlines()
+    assert f"| rank | model | entry | {' | '.join(headers)} | params | date |" in md.splitlines()
     assert f"Ranked by {M.METRICS[lb.RANK_METRIC].leaderboard_header};" in md
     head = next(csv.reader(io.StringIO(lb.render_csv("easy", [table]))))
     assert [c for c in head if c.endswith("_lo")] == [f"{name}_lo" for name in names]
     html = lb.render_html({"easy": [table]})
-    assert re.findall(r"<th>(.*?)</th>", html)[3:-2] == [h.replace("<", "&lt;") for h in headers]
+    ths = re.findall(r'<th data-higher-is-better="([01])"[^>]*>(.*?)</th>', html)
+    assert ths[1:] == [(str(int(spec.higher_is_better)), h.replace("<", "&lt;")) for spec, h in zip(lb.BOARD_METRICS, headers)]
 
 
 def test_shared_intermediates_are_computed_once_per_evaluation(registry_tables, monkeypatch) -> None:

@@ -190,7 +190,10 @@ def test_submit_reuses_the_evaluation_scores(small_bench, tmp_path, monkeypatch)
     calls = []
     plain = Evaluator.evaluate_file
     monkeypatch.setattr(Evaluator, "evaluate_file", lambda self, *a, **k: calls.append(1) or plain(self, *a, **k))
-    target = submit_evaluation(scores, path, "matcher", root=small_bench, submissions_dir=tmp_path / "subs")
+    who = {"authors": ["A. Person"], "code_url": "https://example.org/matcher"}
+    with pytest.raises(SubmissionError, match="meta needs authors and code_url"):
+        submit_evaluation(scores, path, "matcher", root=small_bench, submissions_dir=tmp_path / "subs")
+    target = submit_evaluation(scores, path, "matcher", root=small_bench, submissions_dir=tmp_path / "subs", meta=who)
     assert calls == []  # the file was not scored a second time
     stored = json.loads((target / "scores.json").read_text())
     drops = {k: v for k, v in stored["metrics"].items() if k.startswith("volume_")}
@@ -199,4 +202,4 @@ def test_submit_reuses_the_evaluation_scores(small_bench, tmp_path, monkeypatch)
     assert json.dumps(stored, sort_keys=True) == json.dumps(expected, sort_keys=True)  # the same record as before
     _, other = evaluate_model("tests.models.matcher", "easy", "test_unseen", root=small_bench, out=tmp_path / "m.csv", diagnostic=False)
     with pytest.raises(SubmissionError, match="not the file"):  # the same answers, but not the file that was scored
-        submit_evaluation(scores, other, "matcher2", root=small_bench, submissions_dir=tmp_path / "subs")
+        submit_evaluation(scores, other, "matcher2", root=small_bench, submissions_dir=tmp_path / "subs", meta=who)

@@ -47,9 +47,15 @@ def test_shipped_cnn_weights_read_the_volume_and_beat_the_prior(tmp_path):
 
 def test_cli_evaluate_submit_and_leaderboard(small_bench, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["evaluate", "--model", "tests.models.matcher", "--track", "easy", "--split", "test_unseen",
-                 "--root", str(small_bench), "--submit", "--name", "matcher"])
+    args = ["evaluate", "--model", "tests.models.matcher", "--track", "easy", "--split", "test_unseen",
+            "--root", str(small_bench), "--submit", "--name", "matcher"]
+    assert main(args) == 2  # whose model is it? not ours by default
+    assert "--submit needs --meta" in capsys.readouterr().err and not (tmp_path / "submissions").exists()
+    (tmp_path / "META.yaml").write_text("authors: [A. Person]\ncode_url: https://example.org/matcher\n")
+    code = main([*args, "--meta", str(tmp_path / "META.yaml")])
     assert code == 0, capsys.readouterr().err
+    stored = json.loads((tmp_path / "submissions" / "easy" / "matcher" / "metadata.json").read_text())
+    assert stored["authors"] == ["A. Person"] and stored["code_url"] == "https://example.org/matcher"
     record = json.loads((tmp_path / "submissions" / "easy" / "matcher" / "scores.json").read_text())
     assert record["metrics"]["volume_swap_drop_high"]["value"] > 0
     board = (tmp_path / "leaderboards" / "easy.md").read_text()
