@@ -170,7 +170,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test_unseen",
     weights: Annotated[Optional[Path], typer.Option(help="safetensors weights (default: the shipped ones for the track).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 32,
-    out: Annotated[Optional[Path], typer.Option(help="Prediction file to write (.parquet or .csv).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Prediction file to write (.parquet or .csv) [default: runs/<benchmark>-<manifest>/<model>-<track>-<split>.parquet].")] = None,
     diagnostic: Annotated[bool, typer.Option(help="Also score with swapped and blank volumes.")] = True,
     submit: Annotated[bool, typer.Option("--submit", help="Add the result to submissions/ and regenerate the leaderboards.")] = False,
     name: Annotated[Optional[str], typer.Option(help="Submission name (default: <model>-<split>).")] = None,
@@ -395,6 +395,7 @@ def _in_flag_terms(error: AtomBenchError) -> str:
     for name in error.parameters:
         flag, word = "--" + name.replace("_", "-"), re.escape(name)
         text = re.sub(rf"(?<![\w-]){word}=True\b", flag, text)
+        text = re.sub(rf"(?<![\w-]){word}=False\b", "--no-" + name.replace("_", "-"), text)
         text = re.sub(rf"(?<![\w-]){word}=", flag + " ", text)
         text = re.sub(rf"(?<![\w-]){word}\b", flag, text)
     return text

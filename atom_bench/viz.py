@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from atom_bench._io import atomic_path
-from atom_bench.data.dataset import load_split, load_volume
-from atom_bench.errors import DataError
 from atom_bench.core.labels import coarse_boundaries_vox
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES
+from atom_bench.data.dataset import load_split, load_volume
+from atom_bench.errors import DataError
 
 # (fixed array axis, horizontal axis, vertical axis) of each orthogonal cut
 _CUTS = (("axial", 2, 0, 1), ("coronal", 1, 0, 2), ("sagittal", 0, 1, 2))

@@ -88,8 +88,8 @@ def run_inference(cfg: dict) -> dict:
 def run_training(cfg: dict) -> dict:
     import torch
 
-    from atom_bench.models.registry import resolve_model
     from atom_bench.models.losses import block_loss
+    from atom_bench.models.registry import resolve_model
 
     volumes = _volume(cfg["size"], cfg["batch"], distinct=True)
     slices = _slices(volumes, tuple(cfg["slice"]))

@@ -96,7 +96,7 @@ def test_user_data_in_an_error_is_not_markup(capsys, tmp_path):
 
 
 def test_console_script_exit_code_without_traceback():
-    result = subprocess.run([sys.executable, "-m", "atom_bench.cli", "score", "p.csv", "--track", "hard"],
+    result = subprocess.run([sys.executable, "-m", "atom_bench.cli", "score", "p.csv", "--trakc", "hard"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "error: No such option: --track (see 'atom-bench score --help')"
+    assert result.stderr.strip().startswith("error: No such option: --trakc")

@@ -17,8 +17,8 @@ from numpy.typing import NDArray
 from atom_bench.core import geometry as geo
 from atom_bench.core import labels
 from atom_bench.core.degrade import NO_DEGRADATION, apply_histology, draw_histology, slab_offsets
-from atom_bench.errors import AtomBenchError
 from atom_bench.core.volumes import Volume
+from atom_bench.errors import AtomBenchError
 
 PoseFamily = Literal["paper", "axis", "sphere"]
 TRACK_NAMES: tuple[str, ...] = ("paper", "easy", "hard", "histology")

@@ -21,13 +21,13 @@ from datasets.arrow_writer import ParquetWriter
 
 from atom_bench import __version__
 from atom_bench._io import atomic_directory, sha256_file, write_json_atomic, write_text_atomic
+from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
+from atom_bench.core.volumes import Volume, prepare_volume
 from atom_bench.data.card import dataset_card
+from atom_bench.data.medmnist import prepare_npz_volume
 from atom_bench.data.schema import label_features, sample_features, volume_features
 from atom_bench.data.sources import VolumeSource, read_volume_sources, stable_int
 from atom_bench.errors import DataError
-from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, render_samples, sample_poses
-from atom_bench.core.volumes import Volume, prepare_volume
-from atom_bench.data.medmnist import prepare_npz_volume
 
 TEST_SPLITS = ("test_seen", "test_unseen")
 

@@ -178,7 +178,7 @@ def check_meta(meta: dict | None, expected: dict, report: Report, *, required: b
             continue
         if key == "manifest_sha256":
             got_s = str(got)[:12] if got else "no dataset hash"
-            report.fail(f"made for dataset {got_s} but this benchmark is {str(want)[:12]}; predict again on this revision")
+            report.fail(f"made for dataset {got_s} but this benchmark is {str(want)[:12]}; score it against the benchmark it was made for (--root DIR, or root= in Python), or predict again on this one")
         elif key != "dataset_revision" or "manifest_sha256" not in expected:
             report.fail(f"made for {key} {quote(got)}, checked against {quote(want)}")
 

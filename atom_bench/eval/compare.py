@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from atom_bench.data.benchmark import BenchmarkLike
-from atom_bench.eval.metrics import COMPUTED_METRICS
+from atom_bench.errors import PredictionError
 from atom_bench.eval.intervals import MIN_VOLUMES, cluster_draws
+from atom_bench.eval.metrics import COMPUTED_METRICS
 from atom_bench.eval.predictions import file_meta
 from atom_bench.eval.scoring import Evaluator
-from atom_bench.errors import PredictionError
 
 COMPARISON_FORMAT = "atom-bench-comparison/1"
 RESAMPLES = 2000

@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atom_bench import __version__
-from atom_bench.core.labels import N_HIGH, N_LOW
-from atom_bench.eval import checks as chk
 from atom_bench._io import atomic_path
+from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import PredictionError
+from atom_bench.eval import checks as chk
 
 if TYPE_CHECKING:
     from atom_bench.data.benchmark import BenchmarkLike

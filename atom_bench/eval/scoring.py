@@ -23,12 +23,12 @@ import pyarrow.compute as pc
 
 from atom_bench import __version__
 from atom_bench.core.labels import N_HIGH, N_LOW
-from atom_bench.eval import intervals
-from atom_bench.eval import predictions as P
 from atom_bench.data.benchmark import Benchmark, BenchmarkLike
 from atom_bench.data.labels_file import read_labels, split_labels
-from atom_bench.eval.columns import deg_bins, list_matrix, multihot
 from atom_bench.errors import DataError
+from atom_bench.eval import intervals
+from atom_bench.eval import predictions as P
+from atom_bench.eval.columns import deg_bins, list_matrix, multihot
 from atom_bench.eval.metrics import COMPUTED_METRICS, METRICS, UNIT_DISPLAY, MetricSpec, SampleContext
 
 SCORES_FORMAT = "atom-bench-scores/1"

@@ -299,6 +299,10 @@ def _import_module(module_name: str, spec: str) -> Any:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            local = Path(*module_name.split(".")).with_suffix(".py")
+            if local.is_file():  # a file right here that is not on the import path
+                raise ModelError(f"unknown model {spec!r}: no importable module {module_name!r}, but {local} is here; "
+                                 f"pass it as a file: --model ./{local.as_posix()}") from exc  # fmt: skip
             raise ModelError(
                 f"unknown model {spec!r}: no module {module_name!r}.{_suggest(module_name, _known_specs())}"
                 f" Known baselines and registered models: {', '.join(_ENTRIES) or 'none'}."

@@ -10,6 +10,7 @@ leaderboard (``docs/PROTOCOL.md`` section 9).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:
         return [None] * len(inputs.volume_ids)
     ids = sorted(inputs.volumes)
     if len(ids) < 2:
-        raise ModelError("the volume-swap diagnostic needs a benchmark with at least two volumes")
+        raise ModelError("the volume-swap diagnostic needs a benchmark with at least two volumes; "
+                         "evaluate without it (diagnostic=False)", parameters=("diagnostic",))
     return [ids[(ids.index(v) + 1) % len(ids)] for v in inputs.volume_ids]
 
 
@@ -249,8 +251,7 @@ def evaluate_model(
     inputs = load_inputs(track, split, root)
     own = predict(model, inputs, batch_size, "own", on_batch, meta.name)
     evaluator = Evaluator.from_benchmark(track, split, root=root)
-    name = meta.name.replace("/", "_")
-    out = Path(out) if out else Path("runs") / f"{name}-{track}-{split}.parquet"
+    out = Path(out) if out else default_output(meta.name, track, split, evaluator.info["manifest_sha256"], root)
     frame = to_frame(own, inputs.sample_ids, make_meta(track, split, evaluator.info["manifest_sha256"], evaluator.info["dataset_revision"]))
     write_predictions(frame, out)
     scores = evaluator.evaluate_file(out)
@@ -273,6 +274,14 @@ def reliance_metrics(scores: dict) -> dict[str, dict]:
         if drop is not None:
             out[f"volume_{mode.removesuffix('ped')}_drop_high"] = drop
     return out
+
+
+def default_output(model_name: str, track: str, split: str, manifest_sha256: str, root=None) -> Path:
+    """``runs/<benchmark>-<manifest[:8]>/<model>-<track>-<split>.parquet``: runs on different
+    benchmarks (``root``) or revisions never overwrite each other."""
+    bench = Benchmark.open(root)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name)
+    return Path("runs") / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench.name)}-{manifest_sha256[:8]}" / f"{safe}-{track}-{split}.parquet"
 
 
 def submit_evaluation(

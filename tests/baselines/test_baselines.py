@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from atom_bench.core import geometry
-
-from atom_bench.core import labels
+from atom_bench.core import geometry, labels
 from atom_bench.models.diagnostics import volume_swap_diagnostic
+from atom_bench.models.losses import asymmetric_loss, block_loss, cross_entropy
 from atom_bench.models.registry import resolve_model
 from baselines._blocks import grid_to_label_order
-from atom_bench.models.losses import asymmetric_loss, block_loss, cross_entropy
 from baselines.released import parameter_counts
 
 LEARNED = ("regismcan", "cnn", "vit")

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 import atom_bench
-from atom_bench.eval import predictions as P
-from atom_bench.cli import main
-from atom_bench.eval.scoring import Evaluator
-from atom_bench.data.build import DATASET_VERSION
 from atom_bench.board.submissions import SubmissionError, check_metadata, load_metadata, load_records, submit
+from atom_bench.cli import main
+from atom_bench.data.build import DATASET_VERSION
+from atom_bench.eval import predictions as P
+from atom_bench.eval.scoring import Evaluator
 from tests.eval.fixtures import make_predictions, make_tables
 
 META = {

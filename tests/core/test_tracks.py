@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from atom_bench.core import geometry as geo
+from atom_bench.core.tracks import TRACKS, get_track, pixel_offsets, render_samples, sample_poses
 from atom_bench.data.dataset import load_split, load_volume
 from atom_bench.errors import AtomBenchError
-from atom_bench.core.tracks import TRACKS, get_track, pixel_offsets, render_samples, sample_poses
 
 
 def test_paper_track_follows_the_released_generator():

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from atom_bench.errors import VolumeError
 from atom_bench.core.volumes import (
     Volume,
     foreground_mask,
@@ -24,6 +23,7 @@ from atom_bench.core.volumes import (
     quantise,
     to_cube,
 )
+from atom_bench.errors import VolumeError
 
 NIB_DATA = Path(str(importlib.resources.files("nibabel") / "tests" / "data"))
 ANAT = NIB_DATA / "anatomical.nii"  # real T1, 33x41x25 @ 2 mm, LAS, big-endian int16

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
-from atom_bench.data.build import PRESETS
-from atom_bench.data.benchmark import embedded_root
-from atom_bench.data.dataset import load_manifest, load_split, verify_checksums
 from atom_bench.core.tracks import SPLITS, TRACK_NAMES
+from atom_bench.data.benchmark import embedded_root
+from atom_bench.data.build import PRESETS, BuildConfig, build_benchmark
+from atom_bench.data.dataset import load_manifest, load_split, verify_checksums
 
 SOURCES = embedded_root().parent / "sources" / "sources.csv"
 

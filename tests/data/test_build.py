@@ -11,11 +11,11 @@ import pytest
 
 from atom_bench.core import geometry as geo
 from atom_bench.core import labels
-from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
-from atom_bench.data.sources import read_volume_sources
-from atom_bench.data.dataset import load_manifest, load_split, load_volume, verify_checksums
-from atom_bench.errors import DataError, VolumeError
 from atom_bench.core.tracks import SPLITS, TRACKS
+from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
+from atom_bench.data.dataset import load_manifest, load_split, load_volume, verify_checksums
+from atom_bench.data.sources import read_volume_sources
+from atom_bench.errors import DataError, VolumeError
 
 
 def _columns(dataset) -> dict[str, np.ndarray]:

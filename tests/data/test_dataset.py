@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import atom_bench
+from atom_bench.data.benchmark import Benchmark, embedded_root
 from atom_bench.data.dataset import (
     AtomSliceDataset,
     load_manifest,
@@ -14,7 +15,6 @@ from atom_bench.data.dataset import (
     load_volume,
     stream_samples,
 )
-from atom_bench.data.benchmark import Benchmark, embedded_root
 from atom_bench.errors import DataError
 
 

@@ -13,8 +13,8 @@ import httpx2
 import pytest
 
 from atom_bench.data.dataset import load_manifest, load_split, verify_checksums
-from atom_bench.errors import DataError, HubError
 from atom_bench.data.hub import SOURCE_FILE, _hub_errors, download, publish, read_source
+from atom_bench.errors import DataError, HubError
 from tests.data.hub_standin import HubStandin, hub_fixture  # noqa: F401  (hub_fixture provides the `hub` fixture)
 
 REPO = "atom-bench/test-small"

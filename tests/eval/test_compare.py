@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from atom_bench.errors import PredictionError
 from atom_bench.eval.compare import better, compare_arrays, compare_files
 from atom_bench.eval.intervals import cluster_draws
 from atom_bench.eval.scoring import Evaluator
-from atom_bench.errors import PredictionError
 
 REPO = Path(__file__).resolve().parents[2]
 SEARCH = REPO / "submissions" / "easy" / "search-test_unseen" / "predictions.parquet"

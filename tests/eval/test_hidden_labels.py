@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
 from atom_bench.cli import main
+from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
 from atom_bench.errors import AtomBenchError
 from atom_bench.eval.predictions import dummy_prediction, write_predictions
 from atom_bench.eval.scoring import score_file

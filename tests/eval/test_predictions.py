@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.eval.fixtures import make_predictions, make_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import atom_bench
-from atom_bench.eval import predictions as P
 from atom_bench.errors import PredictionError
+from atom_bench.eval import predictions as P
+from tests.eval.fixtures import make_predictions, make_tables
 
 MANIFEST = "ab" * 32
 META = P.make_meta("easy", "validation", MANIFEST, "1.0")
@@ -412,7 +412,6 @@ def test_a_plain_pandas_file_is_scored_when_track_and_split_are_given(tmp_path, 
 
 def test_metadata_a_file_records_must_agree_with_the_given_split(tmp_path):
     import atom_bench
-
     from atom_bench.eval.scoring import score_file
 
     path = P.write_predictions(atom_bench.dummy_prediction("easy", "test_seen"), tmp_path / "p.csv")
@@ -423,7 +422,6 @@ def test_metadata_a_file_records_must_agree_with_the_given_split(tmp_path):
 
 def test_the_toolkits_own_csv_round_trips_through_pandas(tmp_path):
     import atom_bench
-
     from atom_bench.eval.scoring import score_file
 
     path = P.write_predictions(atom_bench.dummy_prediction("easy", "test_seen"), tmp_path / "p.csv")

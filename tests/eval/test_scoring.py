@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 import atom_bench
-from atom_bench.eval import intervals as _bootstrap
+from atom_bench.cli import main
 from atom_bench.data.benchmark import Benchmark
 from atom_bench.data.labels_file import split_labels, write_labels
-from atom_bench.eval import predictions as P
-from atom_bench.cli import main
 from atom_bench.errors import DataError, PredictionError
+from atom_bench.eval import intervals as _bootstrap
+from atom_bench.eval import predictions as P
 from atom_bench.eval.metrics import COMPUTED_METRICS
 from atom_bench.eval.scoring import Evaluator, score_file
 from tests.eval.fixtures import make_predictions, make_tables
@@ -204,7 +204,6 @@ def test_score_command_writes_json(tmp_path: Path, capsys) -> None:
 
 def test_labels_directory_as_written_by_build(tmp_path: Path) -> None:
     labels = split_labels("easy", "test_unseen")
-    manifest_sha256 = Benchmark.open().hash
     (tmp_path / "easy").mkdir()
     write_labels(labels, tmp_path / "easy" / "test_unseen-00000-of-00001.parquet", "easy", "test_unseen", None)
     ev = Evaluator.from_benchmark("easy", "test_unseen", labels=tmp_path)

@@ -95,3 +95,20 @@ def test_bad_model_outputs_are_one_line_errors_naming_model_and_batch(kind, tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: model 'bad_{kind}', batch 0 (slices 0-31): ") and BAD_MODELS[kind] in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_default_outputs_of_two_benchmarks_do_not_collide(small_bench):
+    from atom_bench.data.benchmark import Benchmark
+    from atom_bench.models.run import default_output
+
+    here, there = Benchmark.open(), Benchmark.open(small_bench)
+    a = default_output("cnn", "easy", "test_unseen", here.hash)
+    b = default_output("cnn", "easy", "test_unseen", there.hash, small_bench)
+    assert a != b and a.name == b.name == "cnn-easy-test_unseen.parquet" and a.parent.name.startswith("atom-mini-")
+
+
+def test_a_model_file_in_the_working_directory_is_suggested(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_model.py").write_text("def create_model(volume_size=None, slice_shape=None):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--model", "my_model", "--track", "easy"]) == 2
+    assert "pass it as a file: --model ./my_model.py" in capsys.readouterr().err

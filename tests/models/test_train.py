@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
+from atom_bench.core.volumes import Volume
 from atom_bench.data.benchmark import Benchmark
 from atom_bench.errors import ModelError
 from atom_bench.models.batches import cube_symmetry
@@ -21,7 +22,6 @@ from atom_bench.models.batches import stream_batches as _batches_stream
 from atom_bench.models.registry import resolve_model
 from atom_bench.models.train import CHANCE_HIGH, LOG_COLUMNS, read_log, train, validate
 from atom_bench.models.weights import read_safetensors
-from atom_bench.core.volumes import Volume
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "baselines" / "weights"
 CARDS = WEIGHTS / "MODEL_CARDS.md"
@@ -66,9 +66,9 @@ def t1_validation_bench(tmp_path_factory) -> Path:
     harder and noisier target for a test)."""
     import dataclasses
 
+    from atom_bench.data.benchmark import embedded_root
     from atom_bench.data.build import BuildConfig, SplitCounts, build_benchmark
     from atom_bench.data.sources import read_volume_sources
-    from atom_bench.data.benchmark import embedded_root
 
     sources = read_volume_sources(embedded_root().parent / "sources" / "sources.csv")
     groups = {"itk_t1": "validation", "aniso_dwi": "unseen"}
