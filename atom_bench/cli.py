@@ -369,7 +369,7 @@ def leaderboard(
     out: Annotated[Path, typer.Option("--out", help="Leaderboards directory.")] = Path("leaderboards"),
     check: Annotated[bool, typer.Option("--check", help="Only check that the files match the submissions (CI).")] = False,
 ) -> None:
-    """Regenerate leaderboards/<track>.md, <track>.csv and index.html from the submissions."""
+    """Regenerate leaderboards/<track>.md, <track>.csv, <track>.png and index.html from the submissions."""
     from atom_bench.board import leaderboard as lb
 
     if check:
