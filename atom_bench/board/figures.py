@@ -1,8 +1,8 @@
 """The leaderboard's figures: one PNG per track, from its ``test_unseen`` table.
 
 Left: top-1 coarse accuracy (%) of each entry with its 95% interval as error bars, against the
-uniform-chance and training-prior floors (horizontal lines) and, where a search entry exists,
-the best search entry's score as a ceiling line. Right: the volume-swap drop (points, a
+uniform-chance and training-prior floors (horizontal lines) and the best entry's score as a
+ceiling line (on clean slices that is the pose search; no model is picked by its name). Right: the volume-swap drop (points, a
 difference of two percentages) with its interval; zero means the answers ignore the volume.
 
 The bytes are deterministic for a given matplotlib (``constraints.txt`` pins it): the default
@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from atom_bench.board.tables import RANK_METRIC, is_search, model_label, plain
+from atom_bench.board.tables import RANK_METRIC, model_label, plain
 from atom_bench.eval.metrics import METRICS
 
 DROP_METRIC = "volume_swap_drop_high"
@@ -76,18 +76,18 @@ def render_figure(track: str, table: dict) -> bytes:
         left, right = fig.subplots(1, 2, width_ratios=[3, 2])
         scale = METRICS[RANK_METRIC].scale
         xs, ys, err = _points(rows, RANK_METRIC)
-        colours = [_GREEN if is_search(rows[i]["metadata"]) else _BLUE for i in xs]
+        best = max(range(len(xs)), key=lambda k: ys[k]) if xs else None  # the ceiling: whoever is best, no name decides
+        colours = [_GREEN if k == best else _BLUE for k in range(len(xs))]
         left.errorbar(xs, ys, yerr=err, fmt="none", ecolor=_GREY, elinewidth=1.2, capsize=4, zorder=2)
         left.scatter(xs, ys, c=colours, s=36, zorder=3)
         floors = {f["metadata"]["name"]: (f["metrics"].get(RANK_METRIC) or {}).get("value") for f in table["floors"]}
         for name, style, text in (("chance", (0, (4, 3)), "uniform chance"), ("prior", (0, (1, 2)), "training prior")):
             if floors.get(name) is not None:
                 left.axhline(floors[name] * scale, color=_GREY, linestyle=style, linewidth=1.2, label=f"floor: {text} ({floors[name] * scale:.1f}%)")
-        search = [(r["metrics"].get(RANK_METRIC) or {}).get("value") for r in rows if is_search(r["metadata"])]
-        search = [v for v in search if v is not None]
-        if search:
-            left.axhline(max(search) * scale, color=_GREEN, linestyle=(0, (6, 2, 1, 2)), linewidth=1.2,
-                         label=f"ceiling: best search entry ({max(search) * scale:.1f}%)")  # fmt: skip
+        if best is not None:
+            leader = plain(model_label(rows[xs[best]]["metadata"]))
+            left.axhline(ys[best], color=_GREEN, linestyle=(0, (6, 2, 1, 2)), linewidth=1.2,
+                         label=f"ceiling: best entry, {leader} ({ys[best]:.1f}%)")  # fmt: skip
         left.set_ylim(0, 100)
         left.set_ylabel("top-1 coarse accuracy (%)")
         left.set_title(f"{plain(track)}, {FIGURE_SPLIT}: top-1 coarse accuracy, 95% interval", parse_math=False)

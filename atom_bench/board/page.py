@@ -221,7 +221,7 @@ def render_html(groups: dict[str, list[dict]], figures: dict[str, str] | None = 
             links.append(f'<a href="#{fid}">figure</a>')
             body.append(f'<figure id="{fid}"><img src="{e(fig)}" width="1100" height="390" alt="{name}: top-1 coarse accuracy and '
                         f'volume-swap drop per entry on test_unseen"><figcaption>{name}, test_unseen: top-1 coarse accuracy of '
-                        "each entry with its 95% interval, the floors (grey lines) and the best search entry as a ceiling "
+                        "each entry with its 95% interval, the floors (grey lines) and the best entry as a ceiling "
                         "(green line); right: the volume-swap drop in points.</figcaption></figure>")  # fmt: skip
         for table in (t for t in tables if t["ranked"]):
             aid = _anchor(used, track, table["split"])

@@ -83,15 +83,6 @@ def model_label(meta: dict) -> str:
     return plain(meta.get("model_name", "")) + (f" {plain(version)}" if version not in (None, "") else "")
 
 
-def is_search(meta: dict) -> bool:
-    """Whether a record is the training-free pose search (the figures' ceiling line).
-
-    Records carry no field that marks a search: ``training_data`` is free text (the search says
-    "none (training-free)", the chance model "none"), so the registered model name decides.
-    """
-    return meta.get("model_name") == "search"
-
-
 def header(spec: MetricSpec) -> str:
     """A metric's column header, as its spec defines it."""
     return spec.leaderboard_header or spec.name
