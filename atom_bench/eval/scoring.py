@@ -321,16 +321,25 @@ def render_scores(result: dict, breakdowns: tuple[str, ...] = ("modality", "view
         return f"{entry['value'] * scale:.1f}{unit}"
 
     table = Table(title=Text(f"{result.get('track')}/{result.get('split')}: {result['n_samples']} samples", style="table.title"))
-    for col in ("metric", "value", "95% CI", "chance", "prior"):
+    level = result.get("volume_level") or {}
+    by_volume = level.get("metrics")  # cluster-bootstrap intervals, only from enough volumes
+    columns = ("metric", "value", "95% CI (slices)", *(["95% CI (volumes)"] if by_volume else []), "chance", "prior")
+    for col in columns:
         table.add_column(col, justify="left" if col == "metric" else "right")
+    if not by_volume and level.get("note"):
+        table.caption = f"volume-level interval: {level['note']}"
     floors = result.get("floors", {})
 
-    def add(label: str, entry: dict | None, spec: MetricSpec, floor: list) -> None:
-        table.add_row(Text(label), fmt(entry, spec), fmt(entry, spec, ci=True), *(fmt(f, spec) for f in floor))  # numbers: ours
+    def add(label: str, entry: dict | None, spec: MetricSpec, floor: list, volume: dict | None = None) -> None:
+        cells = [fmt(entry, spec), fmt(entry, spec, ci=True)]
+        if by_volume:
+            cells.append(fmt({"value": 0, **volume}, spec, ci=True) if volume else "")
+        table.add_row(Text(label), *cells, *(fmt(f, spec) for f in floor))  # numbers: ours
 
     for name, spec in METRICS.items():
         if name in result["metrics"]:
-            add(name, result["metrics"][name], spec, [floors.get(f, {}).get("metrics", {}).get(name) for f in ("chance", "prior")])
+            floor = [floors.get(f, {}).get("metrics", {}).get(name) for f in ("chance", "prior")]
+            add(name, result["metrics"][name], spec, floor, (by_volume or {}).get(name))
     for group in breakdowns:
         for label, entry in result.get("breakdowns", {}).get(group, {}).items():
             for name in PRIMARY:

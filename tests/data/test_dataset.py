@@ -87,3 +87,15 @@ def test_stream_is_seeded_and_draws_fresh_training_poses(small_bench):
     train_volumes = set(load_split("hard", "train", small_bench)["volume_id"])
     assert {b["volume_id"][0] for b in first} <= train_volumes
     assert all(np.all(np.asarray(b["low_label"]) // 27 == np.asarray(b["high_label"])) for b in first)
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"), ("{}", "is not an ATOM-Bench manifest"), ("[1]", "is not an ATOM-Bench manifest")])
+def test_a_corrupt_manifest_is_a_one_line_error(tmp_path, text, message, capsys):
+    from atom_bench.cli import main
+
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(DataError, match=message):
+        Benchmark.open(tmp_path)
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and (tmp_path / "manifest.json").read_text() == text
