@@ -25,8 +25,8 @@ from atom_bench.core.tracks import SPLITS, TRACK_NAMES, TrackSpec, get_track, re
 from atom_bench.core.volumes import Volume, prepare_volume
 from atom_bench.data.card import dataset_card
 from atom_bench.data.medmnist import prepare_npz_volume
-from atom_bench.data.schema import label_features, sample_features, volume_features
-from atom_bench.data.sources import VolumeSource, read_volume_sources, stable_int
+from atom_bench.data.schema import VolumeSource, label_features, sample_features, volume_features
+from atom_bench.data.sources import read_volume_sources, stable_int
 from atom_bench.errors import DataError
 
 TEST_SPLITS = ("test_seen", "test_unseen")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from atom_bench.core.volumes import MAX_VOXELS, MIN_AXIS_VOXELS, Volume, image_from_array, prepare_image
-from atom_bench.data.sources import VolumeSource
+from atom_bench.data.schema import VolumeSource
 from atom_bench.errors import DataError, VolumeError
 
 #: The arrays of a MedMNIST3D file, in the order read, with the group and id word of each.

@@ -1,11 +1,43 @@
-"""The columns of a built benchmark (PROTOCOL section 4): sample rows, withheld labels, volumes."""
+"""What a build reads and writes: an input volume's record, and the columns of a built benchmark
+(PROTOCOL section 4): sample rows, withheld labels, volumes."""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import datasets
 
 from atom_bench.core.degrade import DEGRADATION_COLUMNS
 from atom_bench.core.tracks import TrackSpec
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """One input scan and its metadata (a row of the volumes CSV, or an entry of an ``.npz``).
+
+    A volume held in an ``.npz`` has ``path`` = the ``.npz`` file, ``array`` = the key of the
+    array that holds it (e.g. ``train_images``) and ``frame`` = its index along that array's first
+    axis; for a scan file ``array`` is empty.
+    """
+
+    path: str
+    volume_id: str
+    subject: str
+    modality: str
+    group: str
+    source: str = ""
+    licence: str = ""
+    frame: int | None = None  # the volume of a 4D series to use (of an .npz array: the entry)
+    array: str = ""  # the .npz array holding the volume; empty for a scan file
+
+    def record(self) -> dict:
+        """This source as the manifest lists it: every field, less ``array`` for a scan file
+        (so that builds from scan files keep the manifest they always had)."""
+        fields = asdict(self)
+        if not self.array:
+            del fields["array"]
+        return fields
+
 
 # Columns that give away the answer; withheld from public test splits when labels are hidden.
 LABEL_COLUMNS = (

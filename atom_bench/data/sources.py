@@ -14,41 +14,13 @@ import csv
 import hashlib
 import os
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from atom_bench.data.schema import VolumeSource
 from atom_bench.errors import DataError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz")
 GROUPS = ("train", "validation", "unseen")
-
-
-@dataclass(frozen=True)
-class VolumeSource:
-    """One input scan and its metadata (a row of the volumes CSV, or an entry of an ``.npz``).
-
-    A volume held in an ``.npz`` has ``path`` = the ``.npz`` file, ``array`` = the key of the
-    array that holds it (e.g. ``train_images``) and ``frame`` = its index along that array's first
-    axis; for a scan file ``array`` is empty.
-    """
-
-    path: str
-    volume_id: str
-    subject: str
-    modality: str
-    group: str
-    source: str = ""
-    licence: str = ""
-    frame: int | None = None  # the volume of a 4D series to use (of an .npz array: the entry)
-    array: str = ""  # the .npz array holding the volume; empty for a scan file
-
-    def record(self) -> dict:
-        """This source as the manifest lists it: every field, less ``array`` for a scan file
-        (so that builds from scan files keep the manifest they always had)."""
-        fields = asdict(self)
-        if not self.array:
-            del fields["array"]
-        return fields
 
 
 def stable_int(text: str) -> int:

@@ -18,7 +18,8 @@ from atom_bench.data.benchmark import embedded_root
 from atom_bench.data.build import PRESETS, BuildConfig, SplitCounts, build_benchmark
 from atom_bench.data.dataset import load_manifest, load_split
 from atom_bench.data.medmnist import describe, prepare_npz_volume
-from atom_bench.data.sources import VolumeSource, read_volume_sources
+from atom_bench.data.schema import VolumeSource
+from atom_bench.data.sources import read_volume_sources
 from atom_bench.errors import DataError
 
 SOURCES = embedded_root().parent / "sources"
