@@ -68,9 +68,9 @@ def build(
     workers: Annotated[int, typer.Option(min=1, help="Volumes prepared in parallel.")] = 1,
     frame: Annotated[Optional[int], typer.Option(min=0, help="Volume of each 4D series to use (0-based).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Benchmark name (default: the --out folder name).")] = None,
-    withhold_test_labels: Annotated[bool, typer.Option(help="Keep test labels out of --out (written to --labels-out).")] = False,
+    withhold_test_labels: Annotated[bool, typer.Option(metavar="", help="Keep test labels out of --out (written to --labels-out).")] = False,
     labels_out: Annotated[Optional[Path], typer.Option(help="Where withheld labels go (default <out>-labels).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out (and --labels-out) if they hold an earlier build.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace --out (and --labels-out) if they hold an earlier build.")] = False,
 ) -> None:
     """Build a benchmark (all tracks and splits) from real volumes."""
     from atom_bench.core.tracks import TRACK_NAMES
@@ -101,7 +101,7 @@ def build(
 @app.command()
 def info(
     root: Annotated[Optional[Path], typer.Argument(help="Benchmark directory (default: the embedded atom-mini).")] = None,
-    verify: Annotated[bool, typer.Option(help="Check every file against the manifest's sha256.")] = True,
+    verify: Annotated[bool, typer.Option(metavar="", help="Check every file against the manifest's sha256.")] = True,
 ) -> None:
     """Tracks, splits, sample and volume counts, and checksums of a benchmark."""
     from atom_bench.core.tracks import SPLITS
@@ -153,7 +153,7 @@ def publish(
     path: Annotated[Path, typer.Argument(help="A built benchmark directory.")],
     repo: Annotated[str, typer.Option(help="Hub dataset repository id, e.g. my-org/atom-custom.")],
     tag: Annotated[Optional[str], typer.Option(help="Tag the upload (e.g. v1.0).")] = None,
-    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+    private: Annotated[bool, typer.Option(metavar="", help="Create the repository as private.")] = False,
     token: Annotated[Optional[str], typer.Option(help="Hub token with write access (default: $HF_TOKEN).")] = None,
 ) -> None:
     """Upload a built benchmark with its dataset card to the Hugging Face Hub."""
@@ -171,14 +171,19 @@ def evaluate(
     weights: Annotated[Optional[Path], typer.Option(help="safetensors weights (default: the shipped ones for the track).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 32,
     out: Annotated[Optional[Path], typer.Option(help="Prediction file to write (.parquet or .csv) [default: runs/<benchmark>-<manifest>/<model>-<track>-<split>.parquet].")] = None,
-    diagnostic: Annotated[bool, typer.Option(help="Also score with swapped and blank volumes.")] = True,
-    submit: Annotated[bool, typer.Option("--submit", help="Add the result to submissions/ and regenerate the leaderboards.")] = False,
+    diagnostic: Annotated[bool, typer.Option(metavar="", help="Also score with swapped and blank volumes.")] = True,
+    submit: Annotated[bool, typer.Option("--submit", metavar="", help="Add the result to submissions/ and regenerate the leaderboards.")] = False,
     name: Annotated[Optional[str], typer.Option(help="Submission name (default: <model>-<split>).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing submission of the same name.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Replace an existing submission of the same name.")] = False,
     meta: Annotated[Optional[Path], typer.Option("--meta", help="With --submit: META.yaml with authors and code_url (as for submit).")] = None,
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK).")] = "cpu",
+    cache: Annotated[bool, typer.Option(metavar="", help="Keep finished batches in runs/.cache/ so that an interrupted run resumes.")] = True,
     root: RootOpt = None,
 ) -> None:
-    """Run a model over a split, write its predictions, score them and test its use of the volume."""
+    """Run a model over a split, write its predictions, score them and test its use of the volume.
+
+    Under torchrun (`torchrun --nproc_per_node N -m atom_bench.cli evaluate ...`) every process
+    predicts a share of the split's volumes; the first writes, scores and submits."""
     from rich.markup import escape
 
     from atom_bench.data.dataset import load_split
@@ -187,13 +192,19 @@ def evaluate(
 
     if submit and meta is None:  # before the run: a submission names who made the model
         raise AtomBenchError("--submit needs --meta META.yaml with the model's authors and code_url (fields as for `atom-bench submit`)")
-    total = len(load_split(track, split, root)) * (3 if diagnostic else 1)
+    from atom_bench.models.sharding import resolve_device, shard_indices, world
+
+    resolve_device(device)  # an unavailable device fails before the progress bar starts
+    rank, size = world()
+    total = len(shard_indices(list(load_split(track, split, root)["volume_id"]), rank, size)) * (3 if diagnostic else 1)
     with _progress() as progress:
-        task = progress.add_task(escape(f"{model} on {track}/{split}"), total=total)  # the bar's text column reads markup
+        task = progress.add_task(escape(f"{model} on {track}/{split}"), total=total, visible=rank == 0)  # the bar's text column reads markup
         scores, path = evaluate_model(
             model, track, split, weights=weights, batch_size=batch_size, out=out, root=root, diagnostic=diagnostic,
-            on_batch=lambda n: progress.update(task, advance=n),
+            on_batch=lambda n: progress.update(task, advance=n), device=device, cache=cache,
         )  # fmt: skip
+    if path is None:  # not the first process of a torchrun job: rank 0 reports
+        return
     console.print(render_scores(scores))
     for mode, entry in scores.get("volume_reliance", {}).items():
         drop = entry.get("drop_high")
@@ -235,7 +246,7 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<model>-<track>); reruns resume.")] = None,
     source: Annotated[str, typer.Option(help="stream (fresh on-the-fly samples) or split (the fixed train split).")] = "stream",
     loss: Annotated[str, typer.Option(help="asl or ce.")] = "asl",
-    augment: Annotated[bool, typer.Option(help="Stream only: each batch group's volume under a random cube symmetry (48).")] = True,
+    augment: Annotated[bool, typer.Option(metavar="", help="Stream only: each batch group's volume under a random cube symmetry (48).")] = True,
     volumes_per_batch: Annotated[int, typer.Option(help="Stream only: distinct training volumes per batch.")] = 4,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-time budget; the run stops, scored and saved, when it runs out.")] = None,
     root: RootOpt = None,
@@ -329,7 +340,7 @@ def submit(
     meta: Annotated[Path, typer.Option("--meta", help="META.yaml: model_name, authors, code_url, n_parameters, training_data, seeds, hardware.")],
     labels: LabelsOpt = None,
     submissions: Annotated[Path, typer.Option("--submissions", help="Submissions directory.")] = Path("submissions"),
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of the same name.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Replace an existing entry of the same name.")] = False,
     track: TrackOpt = None,
     split: SplitOpt = None,
     root: RootOpt = None,
@@ -367,7 +378,7 @@ def compare(
 def leaderboard(
     submissions: Annotated[Path, typer.Option("--submissions", help="Submissions directory.")] = Path("submissions"),
     out: Annotated[Path, typer.Option("--out", help="Leaderboards directory.")] = Path("leaderboards"),
-    check: Annotated[bool, typer.Option("--check", help="Only check that the files match the submissions (CI).")] = False,
+    check: Annotated[bool, typer.Option("--check", metavar="", help="Only check that the files match the submissions (CI).")] = False,
 ) -> None:
     """Regenerate leaderboards/<track>.md, <track>.csv, <track>.png and index.html from the submissions."""
     from atom_bench.board import leaderboard as lb

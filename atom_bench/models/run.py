@@ -9,9 +9,10 @@ leaderboard (``docs/PROTOCOL.md`` section 9).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from atom_bench.data.dataset import AtomSliceDataset, load_split, load_volumes
 from atom_bench.errors import ModelError
 from atom_bench.models.protocol import ModelMeta, Prediction, SliceLocator
 from atom_bench.models.registry import ResolvedSpec, resolve_spec
+from atom_bench.models.sharding import BatchCache
 
 VOLUME_MODES = ("own", "swapped", "blank")
 
@@ -45,6 +47,12 @@ class SplitInputs:
         """The inputs of a loaded split (``data``'s labels stay out)."""
         affines = {k: v.affine for k, v in load_volumes(track, root).items()}  # cached: no second read
         return cls(data.sample_ids, data.volume_ids, data.slices[:, None], data.volumes, affines)
+
+    def take(self, indices: np.ndarray) -> SplitInputs:
+        """The slices at ``indices`` (in that order); every volume stays, so the swap pairing is unchanged."""
+        index = [int(i) for i in indices]
+        return SplitInputs([self.sample_ids[i] for i in index], [self.volume_ids[i] for i in index],
+                           self.slices[torch.as_tensor(index, dtype=torch.long)], self.volumes, self.affines)  # fmt: skip
 
 
 def load_inputs(track: str, split: str, root: str | os.PathLike[str] | None = None) -> SplitInputs:
@@ -66,7 +74,8 @@ def paired_volume_ids(inputs: SplitInputs, mode: str) -> list[str | None]:
 
 
 def iter_predictions(
-    model: SliceLocator, inputs: SplitInputs, batch_size: int = 32, mode: str = "own", name: str | None = None
+    model: SliceLocator, inputs: SplitInputs, batch_size: int = 32, mode: str = "own", name: str | None = None,
+    device: torch.device | str | None = None, skip: Collection[int] = (),
 ) -> Iterator[tuple[slice, Prediction]]:
     """The one evaluation loop: ``(rows, prediction)`` for consecutive batches of a split, in order.
 
@@ -74,22 +83,35 @@ def iter_predictions(
     :func:`paired_volume_ids`). Evaluation (:func:`predict`) and validation during training
     (:func:`atom_bench.models.train.validate`) both read their answers from here. Every batch's
     answer is checked (:func:`check_prediction`); an error names the model (``name``) and batch.
+    Batches go to ``device`` (the model must be there already) and answers come back to the CPU;
+    the batches numbered in ``skip`` (finished earlier, see :func:`predict`) are not run.
     """
     if batch_size < 1:
         raise ModelError(f"batch_size must be at least 1; got {batch_size}", parameters=("batch_size",))
     paired = paired_volume_ids(inputs, mode)
     size = next(iter(inputs.volumes.values())).shape[0]
     blank = torch.zeros(size, size, size)
+    device = torch.device(device) if device is not None else None
+    moved = device is not None and device.type != "cpu"
     for start in range(0, len(paired), batch_size):
+        if start // batch_size in skip:
+            continue
         rows = slice(start, min(start + batch_size, len(paired)))
         volumes = torch.stack([inputs.volumes[v] if v else blank for v in paired[rows]])[:, None]
+        slices = inputs.slices[rows]
+        if moved:
+            volumes, slices = volumes.to(device), slices.to(device)
         # no_grad rather than inference_mode: validation runs between training steps, and anything a
         # model keeps from predict must stay usable by autograd; per batch, not around the yield,
         # so that the caller's code between batches keeps its own grad mode
         where = f"model {name or type(model).__name__!r}, batch {start // batch_size} (slices {rows.start}-{rows.stop - 1})"
         with torch.no_grad():
             try:
-                prediction = model.predict(volumes, inputs.slices[rows])
+                prediction = model.predict(volumes, slices)
+                if moved and isinstance(prediction, Prediction):  # checks and top-5 lists run on the CPU
+                    prediction = dataclasses.replace(prediction, **{
+                        f.name: getattr(prediction, f.name).cpu() for f in dataclasses.fields(prediction)
+                        if isinstance(getattr(prediction, f.name), torch.Tensor)})  # fmt: skip
             except ModelError as error:  # e.g. a Prediction built with the wrong shapes
                 raise ModelError(f"{where}: {error}") from None
         check_prediction(prediction, rows.stop - rows.start, where)
@@ -122,21 +144,51 @@ def predict(
     mode: str = "own",
     on_batch: Callable[[int], None] | None = None,
     name: str | None = None,
+    *,
+    device: torch.device | str | None = None,
+    cache: BatchCache | None = None,
 ) -> dict[str, np.ndarray]:
-    """Prediction arrays in the scorer's format (``high``, ``low``, top-5 lists, optional pose in mm)."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for rows, out in iter_predictions(model, inputs, batch_size, mode, name):
+    """Prediction arrays in the scorer's format (``high``, ``low``, top-5 lists, optional pose in mm).
+
+    With a ``cache`` (:class:`atom_bench.models.sharding.BatchCache`), batches finished by an
+    earlier, interrupted run are read back instead of predicted, and every batch predicted now is
+    stored as soon as it is done; the result is only returned once every batch is there.
+    """
+    if len(inputs.sample_ids) == 0:
+        raise ModelError("there are no slices to predict", parameters=("inputs",))
+    done: dict[int, dict[str, np.ndarray]] = {}
+    if cache is not None:
+        if (cache.n_rows, cache.batch_size) != (len(inputs.sample_ids), batch_size):
+            raise ModelError(f"the cache in {cache.directory} is for {cache.n_rows} slices in batches of {cache.batch_size}; "
+                             f"got {len(inputs.sample_ids)} in batches of {batch_size}", parameters=("cache",))  # fmt: skip
+        for index in range(cache.n_batches):
+            arrays = cache.load(index)
+            if arrays is not None:
+                done[index] = arrays
+                if on_batch is not None:
+                    on_batch(cache.rows(index))
+    for rows, out in iter_predictions(model, inputs, batch_size, mode, name, device=device, skip=set(done)):
         batch = consistent_top5(out.high_scores.float(), out.low_scores.float())
         if out.center_vox is not None and out.normal is not None:
             affines = [inputs.affines[v] for v in inputs.volume_ids[rows]]
             centres, normals = out.center_vox.double().numpy(), out.normal.double().numpy()
             batch["center_mm"] = np.stack([geo.voxel_to_mm(a, c) for a, c in zip(affines, centres, strict=True)])
             batch["normal_mm"] = np.stack([geo.direction_to_mm(a, n) for a, n in zip(affines, normals, strict=True)])
-        for key, value in batch.items():
-            parts.setdefault(key, []).append(value)
+        index = rows.start // batch_size
+        if cache is not None:
+            cache.save(index, batch)
+        done[index] = batch
         if on_batch is not None:
             on_batch(rows.stop - rows.start)
-    arrays = {key: np.concatenate(value) for key, value in parts.items()}
+    n_batches = -(-len(inputs.sample_ids) // batch_size)
+    if sorted(done) != list(range(n_batches)) or (cache is not None and not cache.complete()):
+        raise ModelError(f"only {len(done)} of {n_batches} batches were predicted; the predictions are incomplete")
+    keys = set(done[0])
+    if any(set(arrays) != keys for arrays in done.values()):
+        raise ModelError(f"model {name or type(model).__name__!r}: some batches have a pose (center_vox, normal) and others not")
+    arrays = {key: np.concatenate([done[index][key] for index in range(n_batches)]) for key in sorted(keys)}
+    if len(arrays["high_top5"]) != len(inputs.sample_ids):
+        raise ModelError(f"{len(arrays['high_top5'])} predictions for {len(inputs.sample_ids)} slices; the predictions are incomplete")
     arrays["high"], arrays["low"] = arrays["high_top5"][:, 0], arrays["low_top5"][:, 0]
     return arrays
 
@@ -233,8 +285,15 @@ def evaluate_model(
     root: str | os.PathLike[str] | None = None,
     diagnostic: bool = True,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[dict, Path]:
+    device: str | torch.device | None = "cpu",
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[dict, Path | None]:
     """Evaluate a model on a split: returns the scores (with ``volume_reliance``) and the prediction file.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every rank predicts its share of the split's volumes
+    (:func:`atom_bench.models.sharding.shard_indices`); rank 0 gathers the shares, writes and
+    scores; the other ranks write nothing and return ``({}, None)``.
 
     Args:
         model_spec: a baseline name, module path or ``module:factory`` (see ``resolve_model``).
@@ -243,13 +302,71 @@ def evaluate_model(
             ``runs/<model>-<track>-<split>.parquet``).
         diagnostic: also run the model with swapped and blank volumes (three passes in total).
         on_batch: called with the number of slices done after every batch (progress bars).
+        device: where the model runs (``cpu``, ``cuda``, ``cuda:N``); a ``torch.nn.Module`` is moved there.
+        cache: keep every finished batch under ``cache_dir`` (default ``runs/.cache``) so that an
+            interrupted run resumes where it stopped; the cache is removed once the run is done.
     """
+    from atom_bench.models import sharding
+
+    rank, world = sharding.world()
+    where = sharding.resolve_device(device)
+    model, meta = build_model(model_spec, track, weights, root)
+    if isinstance(model, torch.nn.Module) and where.type != "cpu":
+        model.to(where)
+    inputs = load_inputs(track, split, root)
+    modes = ("own", "swapped", "blank") if diagnostic else ("own",)
+    if diagnostic:
+        paired_volume_ids(inputs, "swapped")  # refuse a one-volume benchmark before any pass
+    caches: dict[str, BatchCache] = {}
+
+    def run_share(indices: np.ndarray) -> dict[str, dict[str, np.ndarray] | None]:
+        share = inputs if world == 1 else inputs.take(indices)
+        if len(indices) == 0:
+            return {mode: None for mode in modes}
+        if cache:
+            source = sharding.model_source_sha256(resolve_spec(model_spec).factory)
+            manifest = Benchmark.open(root).hash
+            for mode in modes:
+                parts = sharding.cache_parts(model_spec, source, meta.weights_file, manifest, track, split, mode, batch_size,
+                                             where.type, f"{rank}/{world}")  # fmt: skip
+                caches[mode] = BatchCache.under(cache_dir, parts, len(indices), batch_size)
+        return {mode: predict(model, share, batch_size, mode, on_batch, meta.name, device=where, cache=caches.get(mode)) for mode in modes}
+
+    if world == 1:
+        results = run_share(np.arange(len(inputs.sample_ids)))
+    else:
+        with sharding.distributed() as dist:
+            rank, world = dist.rank, dist.world
+            indices = sharding.shard_indices(inputs.volume_ids, rank, world)
+            try:
+                payload: tuple = (indices, run_share(indices), None)
+                failure = None
+            except Exception as error:  # noqa: BLE001 -- every rank must reach the gather, or the others wait for ever
+                payload, failure = (indices, None, f"{error}"), error
+            gathered = sharding.gather(payload, world)
+            if failure is not None:
+                raise failure
+            failed = [(r, message) for r, (_, _, message) in enumerate(gathered) if message is not None]
+            if failed:
+                raise ModelError(f"rank {failed[0][0]} of {world} failed: {failed[0][1]}")
+        for entry in caches.values():
+            entry.clear()
+        if rank != 0:
+            return {}, None
+        results = {mode: sharding.reassemble([(i, arrays[mode]) for i, arrays, _ in gathered], len(inputs.sample_ids)) for mode in modes}
+    scores, path = _write_and_score(results, inputs, meta, track, split, out, root, diagnostic)
+    for entry in caches.values():
+        entry.clear()
+    return scores, path
+
+
+def _write_and_score(results: dict[str, dict[str, np.ndarray]], inputs: SplitInputs, meta: ModelMeta, track: str, split: str,
+                     out, root, diagnostic: bool) -> tuple[dict, Path]:  # fmt: skip
+    """Write the ``own`` predictions, score them and add the volume-reliance diagnostic."""
     from atom_bench.eval.predictions import make_meta, to_frame, write_predictions
     from atom_bench.eval.scoring import Evaluator
 
-    model, meta = build_model(model_spec, track, weights, root)
-    inputs = load_inputs(track, split, root)
-    own = predict(model, inputs, batch_size, "own", on_batch, meta.name)
+    own = results["own"]
     evaluator = Evaluator.from_benchmark(track, split, root=root)
     out = Path(out) if out else default_output(meta.name, track, split, evaluator.info["manifest_sha256"], root)
     frame = to_frame(own, inputs.sample_ids, make_meta(track, split, evaluator.info["manifest_sha256"], evaluator.info["dataset_revision"]))
@@ -260,7 +377,7 @@ def evaluate_model(
         labels = None
         if "high_label" in data.column_names:
             labels = {"high": np.asarray(data["high_label"]), "low": np.asarray(data["low_label"])}
-        others = {mode: predict(model, inputs, batch_size, mode, on_batch, meta.name) for mode in ("swapped", "blank")}
+        others = {mode: results[mode] for mode in ("swapped", "blank")}
         scores["volume_reliance"] = volume_reliance(own, others, labels)
     scores["model"] = {**meta.to_dict(), "weights_file": meta.weights_file or ""}
     return scores, out

@@ -31,7 +31,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from atom_bench.models.checkpoints import LOG_COLUMNS, RunDirectory, RunProgress
 from atom_bench.models.protocol import SliceLocator, is_trainable
 from atom_bench.models.registry import ResolvedSpec, resolve_spec
 from atom_bench.models.run import SplitInputs, iter_predictions, track_kwargs, train_count_kwargs
+from atom_bench.models.sharding import Distributed, distributed
 from atom_bench.models.weights import read_safetensors, save_weights
 
 __all__ = [
@@ -170,59 +170,13 @@ class _Settings:
 # Distributed set-up
 
 
-@dataclass(frozen=True)
-class _Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world: int = 1
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.world == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model)
-
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on any rank (so that every rank stops at the same step)."""
-        if self.world == 1:
-            return flag
-        import torch.distributed as dist
-
-        value = torch.tensor([float(flag)])
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
-
-
-@contextmanager
-def _distributed() -> Iterator[_Distributed]:
-    """Join the torchrun job (gloo) when ``WORLD_SIZE > 1``; leave it, after a barrier, at the end.
-
-    A process group that exists already is used and left alone; one created here is destroyed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        yield _Distributed()
-        return
-    import torch.distributed as dist
-
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group("gloo")
-    try:
-        yield _Distributed(dist.get_rank(), dist.get_world_size())
-        dist.barrier()  # no rank leaves while another is still writing or validating
-    finally:
-        if owned:
-            dist.destroy_process_group()
-
-
 # --------------------------------------------------------------------------------------------
 # The loop
 
 
 def _train_epoch(
     net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch], progress: RunProgress, until_step: int,
-    loss: str, deadline: float, dist: _Distributed, on_step: Callable[[int], None] | None,
+    loss: str, deadline: float, dist: Distributed, on_step: Callable[[int], None] | None,
 ) -> tuple[list[float], bool]:  # fmt: skip
     """Optimise up to step ``until_step`` or the deadline; returns the step losses and whether time ran out."""
     from atom_bench.models.losses import block_loss
@@ -327,7 +281,7 @@ def train(
     if resolved.entry is not None and resolved.entry.capabilities.needs_train_counts:
         return _count_labels(resolved, settings, out)
 
-    with _distributed() as dist:
+    with distributed() as dist:
         started = time.monotonic()
         seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         model = _trainable_model(resolved, track, root)
