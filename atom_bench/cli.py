@@ -186,7 +186,7 @@ def evaluate(
     predicts a share of the split's volumes; the first writes, scores and submits."""
     from rich.markup import escape
 
-    from atom_bench.data.dataset import load_split
+    from atom_bench.data.benchmark import Benchmark
     from atom_bench.eval.scoring import render_scores
     from atom_bench.models.run import evaluate_model
 
@@ -196,7 +196,8 @@ def evaluate(
 
     resolve_device(device)  # an unavailable device fails before the progress bar starts
     rank, size = world()
-    total = len(shard_indices(list(load_split(track, split, root)["volume_id"]), rank, size)) * (3 if diagnostic else 1)
+    volume_ids = Benchmark.open(root).read_columns(track, split, ("volume_id",)).column("volume_id").to_pylist()  # not the slices
+    total = len(shard_indices(volume_ids, rank, size)) * (3 if diagnostic else 1)
     with _progress() as progress:
         task = progress.add_task(escape(f"{model} on {track}/{split}"), total=total, visible=rank == 0)  # the bar's text column reads markup
         scores, path = evaluate_model(

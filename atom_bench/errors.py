@@ -8,6 +8,23 @@ with code 2; library users catch the exception.
 
 from __future__ import annotations
 
+QUOTE_CHARS = 60  # characters of a user value quoted in a message
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A user value as ``repr`` shows it, cut to its first ``limit`` characters.
+
+    Messages quote ids, column names and metadata that the user wrote: a 50 MB id must not
+    become a 50 MB "one-line" error. ``repr`` also shows control characters as escapes.
+    """
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # an integer of more than 4300 digits
+        return f"a {type(value).__name__} too long to show"
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{repr(text[:limit]) if isinstance(value, str) else text[:limit]}... ({len(text)} characters)"
+
 
 class AtomBenchError(ValueError):
     """Base class for errors caused by user input; the message is one actionable line.

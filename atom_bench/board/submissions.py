@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from atom_bench import __version__
 from atom_bench._io import atomic_directory, write_json_atomic
-from atom_bench.errors import AtomBenchError
+from atom_bench.errors import AtomBenchError, quote
 
 REQUIRED = ("model_name", "authors", "code_url", "n_parameters", "training_data", "seeds", "hardware")
 OPTIONAL = ("model_version", "paper_url", "external_data", "contact", "notes")
@@ -282,7 +282,7 @@ def submit(
 
 def load_records(submissions_dir: str | os.PathLike[str] = "submissions") -> list[dict]:
     """Every stored record as ``{"metadata": ..., "scores": ..., "path": ...}``, sorted by track and name."""
-    from atom_bench.eval.checks import brief, quote
+    from atom_bench.eval.checks import brief
 
     base = Path(submissions_dir)
     records = []
@@ -319,10 +319,6 @@ def predictions_of(spec: str | os.PathLike[str], submissions_dir: str | os.PathL
     found = sorted(p for p in base.glob(pattern) if p.is_dir() and any(p.glob("predictions.*"))) if base.is_dir() and text.strip("/.") else []
     if len(found) != 1:
         what = "no file and no submission" if not found else f"{len(found)} submissions ({', '.join(p.parent.name for p in found[:4])})"
-        raise SubmissionError(f"{_short_name(text)} names {what} in {base}; pass a prediction file or <track>/<name>")
+        raise SubmissionError(f"{quote(text)} names {what} in {base}; pass a prediction file or <track>/<name>")
     return next(found[0].glob("predictions.*"))
-
-
-def _short_name(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from atom_bench.data.schema import VolumeSource
-from atom_bench.errors import DataError
+from atom_bench.errors import DataError, quote
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz")
 GROUPS = ("train", "validation", "unseen")
@@ -108,17 +108,13 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
                 raise DataError(f"{path} line {line}: empty {column}; every volume needs a path, a subject and a modality")
         volume_id = row.get("volume_id") or ""
         if volume_id and not VOLUME_ID.fullmatch(volume_id):
-            raise DataError(f"{path} line {line}: volume_id {_quoted(volume_id)} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+            raise DataError(f"{path} line {line}: volume_id {quote(volume_id)} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
         frame = row.get("frame") or ""
         if frame and not frame.strip().isdigit():
-            raise DataError(f"{path} line {line}: frame {_quoted(frame)} is not a non-negative integer (the 0-based volume of a 4D series)")
+            raise DataError(f"{path} line {line}: frame {quote(frame)} is not a non-negative integer (the 0-based volume of a 4D series)")
         if not Path(row["path"]).is_absolute():
             row["path"] = str((path.parent / row["path"]).resolve())
     return rows
-
-
-def _quoted(value: str, limit: int = 60) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def _assign_groups(subjects: list[str], seed: int) -> dict[str, str]:

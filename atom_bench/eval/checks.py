@@ -21,31 +21,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from atom_bench.core.labels import N_HIGH, N_LOW
-from atom_bench.errors import PredictionError
+from atom_bench.errors import PredictionError, quote
 
 SHOW = 3  # offending ids quoted per problem
-QUOTE_CHARS = 60  # characters of a user value quoted in a message
 RANGES = {"high": N_HIGH, "low": N_LOW, "high_top5": N_HIGH, "low_top5": N_LOW}
 WIDTHS = {"high_top5": 5, "low_top5": 5, "center_mm": 3, "normal_mm": 3}
 KNOWN = ("sample_id", "high", "low", *WIDTHS)
 INT_RE = r"^-?[0-9]{1,18}$"  # what Arrow casts to int64 without overflow
 FLOAT_RE = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|nan|inf|infinity)$"
 UNIT_TOL = 1e-3
-
-
-def quote(value: object, limit: int = QUOTE_CHARS) -> str:
-    """A user value as ``repr`` shows it, cut to its first ``limit`` characters.
-
-    Messages quote ids, column names and metadata that the user wrote: a 50 MB id must not
-    become a 50 MB "one-line" error. ``repr`` also shows control characters as escapes.
-    """
-    try:
-        text = value if isinstance(value, str) else repr(value)
-    except ValueError:  # an integer of more than 4300 digits
-        return f"a {type(value).__name__} too long to show"
-    if len(text) <= limit:
-        return repr(text) if isinstance(value, str) else text
-    return f"{repr(text[:limit]) if isinstance(value, str) else text[:limit]}... ({len(text)} characters)"
 
 
 def quote_all(values: Iterable[object], show: int = 10) -> str:

@@ -228,7 +228,7 @@ class Evaluator:
             predictions, sample_ids=self.id_array, track=self.info["track"], split=self.info["split"],
             manifest_sha256=self.info["manifest_sha256"],
         )  # fmt: skip
-        return self._result(arrays, positions, floors)
+        return self._result(_aligned(arrays, positions), floors)
 
     def evaluate_file(self, path: str | os.PathLike[str], *, floors: bool = True, plain_ok: bool = False) -> dict:
         """Validate (chunked, strict) and score a prediction file; returns the JSON-ready result.
@@ -236,25 +236,21 @@ class Evaluator:
         ``plain_ok``: accept a file without ATOM-Bench metadata (the caller vouches for the split)."""
         from atom_bench._io import sha256_file
 
+        result = self._result(self.read_aligned(path, plain_ok=plain_ok), floors)
+        result["predictions_sha256"] = sha256_file(path)
+        return result
+
+    def read_aligned(self, path: str | os.PathLike[str], *, plain_ok: bool = False) -> dict[str, np.ndarray]:
+        """Validate a prediction file and return its arrays in the labels' row order (no scoring)."""
         arrays, _, positions = P.read_arrays(
             path, track=self.info["track"], split=self.info["split"], sample_ids=self.id_array,
             manifest_sha256=self.info["manifest_sha256"], dataset_revision=self.info["dataset_revision"], plain_ok=plain_ok,
         )  # fmt: skip
-        result = self._result(arrays, positions, floors)
-        result["predictions_sha256"] = sha256_file(path)
-        return result
-
-    def read_aligned(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-        """Validate a prediction file and return its arrays in the labels' row order (no scoring)."""
-        arrays, _, positions = P.read_arrays(
-            path, track=self.info["track"], split=self.info["split"], sample_ids=self.id_array,
-            manifest_sha256=self.info["manifest_sha256"], dataset_revision=self.info["dataset_revision"],
-        )  # fmt: skip
         return _aligned(arrays, positions)
 
-    def _result(self, arrays: dict[str, np.ndarray], positions: np.ndarray, floors: bool) -> dict:
-        aligned = _aligned(arrays, positions)
-        summary = self.summarise(self.per_sample(aligned), "model")
+    def _result(self, aligned: dict[str, np.ndarray], floors: bool) -> dict:
+        values = self.per_sample(aligned)
+        summary = self.summarise(values, "model")
         have = self.available(aligned)
         skipped = {name: reason for name, spec in COMPUTED_METRICS.items() if (reason := spec.skip_reason(have))}
         result = {
@@ -267,7 +263,7 @@ class Evaluator:
             "bootstrap": {"method": "percentile bootstrap over samples (exact where closed-form)", "seed": self.seed,
                           "mc_resamples": intervals.MC_RESAMPLES, "mc_max_n": intervals.MC_MAX_N},  # fmt: skip
             **summary,
-            "volume_level": self.volume_level(self.per_sample(aligned)),
+            "volume_level": self.volume_level(values),
             "skipped": skipped,
         }
         if floors:

@@ -368,7 +368,7 @@ def _write_and_score(results: dict[str, dict[str, np.ndarray]], inputs: SplitInp
 
     own = results["own"]
     evaluator = Evaluator.from_benchmark(track, split, root=root)
-    out = Path(out) if out else default_output(meta.name, track, split, evaluator.info["manifest_sha256"], root)
+    out = Path(out) if out else default_output(meta.name, track, split, root)
     frame = to_frame(own, inputs.sample_ids, make_meta(track, split, evaluator.info["manifest_sha256"], evaluator.info["dataset_revision"]))
     write_predictions(frame, out)
     scores = evaluator.evaluate_file(out)
@@ -393,12 +393,15 @@ def reliance_metrics(scores: dict) -> dict[str, dict]:
     return out
 
 
-def default_output(model_name: str, track: str, split: str, manifest_sha256: str, root=None) -> Path:
+def default_output(model_name: str, track: str, split: str, root=None) -> Path:
     """``runs/<benchmark>-<manifest[:8]>/<model>-<track>-<split>.parquet``: runs on different
     benchmarks (``root``) or revisions never overwrite each other."""
     bench = Benchmark.open(root)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name)
-    return Path("runs") / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench.name)}-{manifest_sha256[:8]}" / f"{safe}-{track}-{split}.parquet"
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+    return Path("runs") / f"{safe(bench.name)}-{bench.hash[:8]}" / f"{safe(model_name)}-{track}-{split}.parquet"
 
 
 def submit_evaluation(

@@ -101,9 +101,9 @@ def test_default_outputs_of_two_benchmarks_do_not_collide(small_bench):
     from atom_bench.data.benchmark import Benchmark
     from atom_bench.models.run import default_output
 
-    here, there = Benchmark.open(), Benchmark.open(small_bench)
-    a = default_output("cnn", "easy", "test_unseen", here.hash)
-    b = default_output("cnn", "easy", "test_unseen", there.hash, small_bench)
+    assert Benchmark.open().hash != Benchmark.open(small_bench).hash
+    a = default_output("cnn", "easy", "test_unseen")
+    b = default_output("cnn", "easy", "test_unseen", small_bench)
     assert a != b and a.name == b.name == "cnn-easy-test_unseen.parquet" and a.parent.name.startswith("atom-mini-")
 
 
