@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
 from atom_bench import __version__
 from atom_bench.errors import AtomBenchError
@@ -56,7 +57,30 @@ def _progress() -> Progress:
     )  # fmt: skip
 
 
-@app.command()
+class _Command(TyperCommand):
+    """Every command: ``--help`` is a flag, shown without a value placeholder like the others."""
+
+    def get_help_option(self, ctx: click.Context):  # the parser's own Option class (typer._click)
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _ListsRegisteredModels(_Command):
+    """A command whose ``--help`` ends with the registered model names.
+
+    Found only when help is asked for: importing every model package costs seconds, which no
+    other invocation should pay."""
+
+    def get_help(self, ctx: click.Context) -> str:
+        from atom_bench.models.registry import list_models
+
+        self.epilog = "Registered models: " + ", ".join(entry.name for entry in list_models()) + "."
+        return super().get_help(ctx)
+
+
+@app.command(cls=_Command)
 def build(
     volumes: Annotated[Path, typer.Option("--volumes", help="Folder of NIfTI/MGH files, or a CSV with path, subject, modality, group.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (new or empty; or an earlier build with --overwrite).")],
@@ -98,7 +122,7 @@ def build(
         err_console.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def info(
     root: Annotated[Optional[Path], typer.Argument(help="Benchmark directory (default: the embedded atom-mini).")] = None,
     verify: Annotated[bool, typer.Option(metavar="", help="Check every file against the manifest's sha256.")] = True,
@@ -134,7 +158,7 @@ def info(
     console.print(volumes)
 
 
-@app.command()
+@app.command(cls=_Command)
 def download(
     repo: Annotated[Optional[str], typer.Option(help="Hub dataset repository id.")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Tag, branch or commit sha to pin.")] = None,
@@ -148,7 +172,7 @@ def download(
     _say("downloaded", f"{repo or hub.DEFAULT_REPO}@{revision or hub.DEFAULT_REVISION} to {path} (checksums verified)")
 
 
-@app.command()
+@app.command(cls=_Command)
 def publish(
     path: Annotated[Path, typer.Argument(help="A built benchmark directory.")],
     repo: Annotated[str, typer.Option(help="Hub dataset repository id, e.g. my-org/atom-custom.")],
@@ -163,7 +187,7 @@ def publish(
     _say("published", f"{path} to {repo} at commit {commit}" + (f" (tag {tag})" if tag else ""))
 
 
-@app.command()
+@app.command(cls=_ListsRegisteredModels)
 def evaluate(
     model: Annotated[str, typer.Option("--model", help="Registered model (atom-bench models), module path, .py file or module:factory.")] = "regismcan",
     track: Annotated[str, typer.Option(help="Track to evaluate on.")] = "hard",
@@ -223,7 +247,7 @@ def evaluate(
         _say("submitted", f"{target}; leaderboards regenerated")
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
     sample_id: Annotated[str, typer.Argument(help="A sample id, e.g. easy-train-colin27_t1-00000.")],
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
@@ -235,7 +259,7 @@ def show(
     _say("wrote", f"{render_sample(sample_id, out, root)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     model: Annotated[str, typer.Option("--model", help="Trainable or count-built model (atom-bench models), module path, .py file or module:factory.")],
     track: Annotated[str, typer.Option("--track", help="Track to train on.")],
@@ -279,7 +303,7 @@ def train(
         ), highlight=False)  # fmt: skip
 
 
-@app.command()
+@app.command(cls=_Command)
 def models() -> None:
     """List the registered models: what each can do and its shipped weights per track."""
     from atom_bench.models.listing import models_table
@@ -287,7 +311,7 @@ def models() -> None:
     console.print(models_table())
 
 
-@app.command()
+@app.command(cls=_Command)
 def version() -> None:
     """Print the toolkit version."""
     console.print(__version__)
@@ -299,7 +323,7 @@ SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split the file
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="Labels file kept apart from the public data (hidden test labels).")]
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(
     predictions: PredArg,
     track: Annotated[str, typer.Option("--track", help="Track the file must be for.")],
@@ -313,7 +337,7 @@ def validate(
     _say("valid", f"{predictions}: {len(frame)} predictions for {track}/{split}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def score(
     predictions: PredArg,
     labels: LabelsOpt = None,
@@ -334,7 +358,7 @@ def score(
     _say("wrote", f"{target}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def submit(
     predictions: PredArg,
     name: Annotated[str, typer.Option("--name", help="Entry name, unique within the track.")],
@@ -354,7 +378,7 @@ def submit(
     _say("submitted", f"{target}; run `atom-bench leaderboard` to update the tables")
 
 
-@app.command()
+@app.command(cls=_Command)
 def compare(
     a: Annotated[str, typer.Argument(help="Prediction file, or a submission name (<name> or <track>/<name>).")],
     b: Annotated[str, typer.Argument(help="The other prediction file or submission of the same split.")],
@@ -375,7 +399,7 @@ def compare(
         _say("wrote", str(out))
 
 
-@app.command()
+@app.command(cls=_Command)
 def leaderboard(
     submissions: Annotated[Path, typer.Option("--submissions", help="Submissions directory.")] = Path("submissions"),
     out: Annotated[Path, typer.Option("--out", help="Leaderboards directory.")] = Path("leaderboards"),

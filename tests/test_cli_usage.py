@@ -100,3 +100,20 @@ def test_console_script_exit_code_without_traceback():
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: No such option: --trakc")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_flags_without_a_value_placeholder(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "<bool>" not in out, command
+
+
+def test_evaluate_help_lists_the_registered_models(capsys):
+    from atom_bench.models.registry import list_models
+
+    assert main(["evaluate", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps the epilog to the terminal width
+    names = [entry.name for entry in list_models()]
+    assert "search" in names and "regismcan" in names
+    assert "Registered models: " + ", ".join(names) + "." in out
