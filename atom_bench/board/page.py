@@ -67,9 +67,9 @@ def _metric_cell(cell: dict | None, spec) -> str:
 
 def _model_cell(meta: dict, floor: bool) -> str:
     label = e(T.model_label(meta))
-    url = meta.get("code_url")
-    if not floor and isinstance(url, str) and T.URL_RE.fullmatch(url):  # http(s) only: no javascript: or data: links
-        label = f'<a href="{e(url)}">{label}</a>'
+    href = T.code_href(meta.get("code_url"))
+    if not floor and href:
+        label = f'<a href="{e(href)}">{label}</a>'
     weights = T.weights(meta)
     small = f'<small class="w">{e(weights)}</small>' if weights else ""
     tip = "" if floor else f' title="entry: {e(T.plain(meta["name"]))}"'

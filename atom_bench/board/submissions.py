@@ -29,6 +29,7 @@ from filelock import FileLock
 
 from atom_bench import __version__
 from atom_bench._io import atomic_directory, write_json_atomic
+from atom_bench.board.tables import SOURCE_REF_RE, URL_RE
 from atom_bench.errors import AtomBenchError, quote
 
 REQUIRED = ("model_name", "authors", "code_url", "n_parameters", "training_data", "seeds", "hardware")
@@ -43,7 +44,6 @@ MAX_SEED = 2**64  # seeds are refused outside -MAX_SEED < seed < MAX_SEED
 SINGLE_LINE = ("model_name", "training_data", "hardware", "model_version", "contact", "code_url", "paper_url")
 _SINGLE_LINE_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NOTES_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")  # notes: newlines and tabs allowed
-_URL_RE = re.compile(r"https?://[^\s\x00-\x1f\x7f]+")
 
 
 class SubmissionError(AtomBenchError):
@@ -115,7 +115,9 @@ def check_metadata(meta: Any, source: str = "metadata") -> dict:
             problem = _text_problem(key, out[key])
             if problem:
                 problems.append(problem)
-            elif key.endswith("_url") and out[key] and not _URL_RE.fullmatch(out[key]):
+            elif key == "code_url" and out[key] and not (URL_RE.fullmatch(out[key]) or SOURCE_REF_RE.fullmatch(out[key])):
+                problems.append("code_url must be an http(s) URL or atom-bench:<path of a .py file in the toolkit's source tree>")
+            elif key.endswith("_url") and key != "code_url" and out[key] and not URL_RE.fullmatch(out[key]):
                 problems.append(f"{key} must be an http(s) URL")
     for key in ("contact", "paper_url", "model_version"):
         if key in out and out[key] is None:

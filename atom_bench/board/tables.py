@@ -36,8 +36,22 @@ _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2
 _MD_SPECIAL_RE = re.compile(r"([\\`*\[\]|~$#])")
 _MD_UNDERSCORE_RE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # intraword "_" (test_seen) is no emphasis
 URL_RE = re.compile(r"https?://[^\s\x00-\x1f\x7f]+")
+# code shipped inside the toolkit's own source tree, e.g. ``atom-bench:baselines/regismcan.py``
+SOURCE_REF_RE = re.compile(r"atom-bench:((?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)*[A-Za-z0-9_][A-Za-z0-9_.-]*\.py)")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 _WEIGHTS_RE = re.compile(r"^[ \t]*weights:[ \t]*([^\s;]+)", re.MULTILINE)  # the file name, up to a ";" or blank
+
+
+def code_href(code_url: object) -> str | None:
+    """Where a record's ``code_url`` links to from ``leaderboards/index.html``: an http(s) URL as
+    it is, an ``atom-bench:<path>`` reference as the relative link ``../<path>`` (the page sits
+    one folder below the source tree's root); anything else (``javascript:``, ``data:``) is no link."""
+    if not isinstance(code_url, str):
+        return None
+    if URL_RE.fullmatch(code_url):
+        return code_url
+    match = SOURCE_REF_RE.fullmatch(code_url)
+    return f"../{match.group(1)}" if match and ".." not in match.group(1).split("/") else None
 
 
 # -- escaping ---------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 from atom_bench.errors import ModelError
 from atom_bench.models.diagnostics import volume_swap_diagnostic
 from atom_bench.models.protocol import Logits, ModelMeta, Prediction, SliceLocator, TrainableLocator, count_parameters
-from atom_bench.models.weights import Weights, load_weights, read_safetensors, save_weights
+from atom_bench.models.weights import Weights, describe_training, load_weights, read_metadata, read_safetensors, save_weights
 
 __all__ = [
     "ENTRY_POINT_GROUP", "Capabilities", "ModelEntry", "register_model", "list_models", "get_model", "entry_of",
@@ -402,6 +402,9 @@ class ResolvedSpec:
         if weights is not None:
             load_weights(model, weights)
             meta = dataclasses.replace(meta, weights_file=str(weights))
+            if Path(weights).suffix == ".safetensors":
+                # the record says what these weights were trained on, not what the factory built
+                meta = dataclasses.replace(meta, training_data=describe_training(read_metadata(weights)) or meta.training_data)
         return model, meta
 
 

@@ -299,7 +299,7 @@ def evaluate_model(
         model_spec: a baseline name, module path or ``module:factory`` (see ``resolve_model``).
         weights: a safetensors file; a registered model defaults to its shipped weights for the track.
         out: prediction file to write (``.parquet`` or ``.csv``; default
-            ``runs/<model>-<track>-<split>.parquet``).
+            :func:`default_output`, ``runs/<benchmark>-<manifest[:8]>/<model>-<track>-<split>.parquet``).
         diagnostic: also run the model with swapped and blank volumes (three passes in total).
         on_batch: called with the number of slices done after every batch (progress bars).
         device: where the model runs (``cpu``, ``cuda``, ``cuda:N``); a ``torch.nn.Module`` is moved there.

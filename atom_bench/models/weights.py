@@ -95,6 +95,31 @@ def load_weights(model: Any, path: str | Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def describe_training(metadata: Mapping[str, str]) -> str | None:
+    """One line saying what a weights file was trained on, from its own metadata (``None`` when
+    the file records no training run, e.g. weights written by someone else's code).
+
+    >>> describe_training({"model": "cnn", "track": "hard", "source": "stream", "step": "840", "seed": "0",
+    ...                    "dataset_hash": "cf73bbb78ea32eb7"})
+    'hard train volumes, stream source, 840 steps, seed 0 (dataset cf73bbb78ea3)'
+    """
+    track = metadata.get("track")
+    if not track:
+        return None
+    dataset = metadata.get("trained_on_dataset_hash") or metadata.get("dataset_hash") or ""
+    where = f" (dataset {dataset[:12]})" if dataset else ""
+    if "n_train" in metadata:  # a count-built model: nothing was optimised
+        return f"label counts of the {track} train split, {metadata['n_train']} samples{where}"
+    parts = [f"{track} train volumes"]
+    if metadata.get("source"):
+        parts.append(f"{metadata['source']} source")
+    if metadata.get("step"):
+        parts.append(f"{metadata['step']} steps")
+    if metadata.get("seed"):
+        parts.append(f"seed {metadata['seed']}")
+    return ", ".join(parts) + where
+
+
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``model.state_dict()`` to a safetensors file atomically (tensors made contiguous)."""
     from safetensors.torch import save_file

@@ -166,6 +166,8 @@ def test_submit_command_on_atom_mini(tmp_path: Path) -> None:
         ({"hardware": {"gpu": 1}}, "hardware must be text, not a mapping"),
         ({"code_url": "https://example.org/x\n"}, "code_url must be one line"),
         ({"code_url": "javascript:alert(1)"}, "code_url must be an http"),
+        ({"code_url": "atom-bench:../outside.py"}, "code_url must be an http"),
+        ({"code_url": "atom-bench:baselines/notes.txt"}, "code_url must be an http"),
         ({"paper_url": "https://a b"}, "paper_url must be an http"),
         ({"contact": None}, "contact is empty"),
         ({1: "x", "zz": 2}, "unknown field\\(s\\) 1, 'zz'"),
@@ -300,3 +302,13 @@ def test_broken_records_are_one_line_errors(tmp_path: Path, content: str) -> Non
     with pytest.raises(SubmissionError, match="submit it again|the folder must match") as info:
         load_records(tmp_path / "subs")
     assert len(str(info.value)) < 400
+
+
+def test_code_url_may_name_a_file_of_the_toolkit_source_tree() -> None:
+    from atom_bench.board.tables import code_href
+
+    assert check_metadata({**META, "code_url": "atom-bench:baselines/regismcan.py"})["code_url"] == "atom-bench:baselines/regismcan.py"
+    assert code_href("atom-bench:baselines/regismcan.py") == "../baselines/regismcan.py"  # leaderboards/ -> source tree
+    assert code_href("https://example.org/code") == "https://example.org/code"
+    for not_a_link in ("javascript:alert(1)", "atom-bench:a/../../b.py", "atom-bench:/etc/x.py", "data:text/html,x", None, 3):
+        assert code_href(not_a_link) is None

@@ -148,3 +148,20 @@ def test_volume_swap_diagnostic_on_floors() -> None:
     model, _ = resolve_model("prior")
     out = volume_swap_diagnostic(model, volumes, slices, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
     assert out["max_abs_diff_high"] == 0.0 and out["high_drop"] == 0.0
+
+
+def test_loaded_weights_describe_their_training_data(tmp_path):
+    import doctest
+
+    from atom_bench.models import weights as weights_module
+    from atom_bench.models.registry import get_model, resolve_model
+    from atom_bench.models.weights import save_weights
+
+    assert doctest.testmod(weights_module).failed == 0
+    model, meta = resolve_model("cnn")
+    assert meta.training_data == "untrained"  # the factory's own record: nothing loaded
+    path = save_weights(model, tmp_path / "w.safetensors", {"model": "cnn", "track": "easy", "source": "split", "step": "12", "seed": "3"})
+    assert resolve_model("cnn", path)[1].training_data == "easy train volumes, split source, 12 steps, seed 3"
+    save_weights(model, tmp_path / "bare.safetensors")  # no record of a run: the factory's text stays
+    assert resolve_model("cnn", tmp_path / "bare.safetensors")[1].training_data == "untrained"
+    assert get_model("cnn").name == "cnn"
