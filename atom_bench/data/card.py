@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import yaml
 
+from atom_bench.core.volumes import QUANT_LEVELS
+from atom_bench.data.schema import volume_features
+
+
+def volumes_config(manifest: dict, track: str) -> str:
+    """The ``volumes_*`` config whose cubes the sample rows of ``track`` join on ``volume_id``."""
+    return f"volumes_{manifest['tracks'][track]['volume_table']}"
+
 
 def _configs(manifest: dict) -> list[dict]:
     configs = []
@@ -51,13 +59,14 @@ def dataset_card(manifest: dict) -> str:
         "",
         "## Tracks and splits",
         "",
-        "| track | cube | slice | poses | train | validation | test_seen | test_unseen |",
-        "|---|---|---|---|---|---|---|---|",
+        "| track | cube | slice | poses | volumes config | train | validation | test_seen | test_unseen |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for track, info in manifest["tracks"].items():
         counts = " | ".join(str(info["splits"][s]["num_samples"]) for s in ("train", "validation", "test_seen", "test_unseen"))
         h, w = info["slice_shape"]
-        lines.append(f"| {track} | {info['size']}^3 | {h}x{w} | {info['poses']} | {counts} |")
+        lines.append(f"| {track} | {info['size']}^3 | {h}x{w} | {info['poses']} | `{volumes_config(manifest, track)}` | {counts} |")
+    lines += _volume_config_lines(manifest)
     lines += [
         "",
         "## Volumes",
@@ -83,3 +92,33 @@ def dataset_card(manifest: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _volume_config_lines(manifest: dict) -> list[str]:
+    """Which volumes config each track joins, and what a ``voxels`` value is (dtype, range, scale)."""
+    users: dict[str, list[str]] = {}
+    for track in manifest["tracks"]:
+        users.setdefault(volumes_config(manifest, track), []).append(track)
+    lines = ["", "## Volumes configs", "", "| config | cube | joined by the rows of |", "|---|---|---|"]
+    for name in manifest["volume_tables"]:
+        config = f"volumes_{name}"
+        size = next(manifest["tracks"][t]["size"] for t in users[config]) if config in users else "?"
+        lines.append(f"| `{config}` | {size}^3 | {', '.join(users.get(config, [])) or '-'} |")
+    size = next(iter(manifest["tracks"].values()))["size"]
+    features = volume_features(size)
+    voxels, mask = features["voxels"].dtype, features["mask"].dtype
+    lines += [
+        "",
+        "A sample row names its cube by `volume_id`; join it with the row of the same `volume_id` in its",
+        "track's volumes config. One row per volume: `voxels` (S, S, S) in RAS axis order, stored as",
+        f"`{voxels}` with values 0..{QUANT_LEVELS}: the normalised intensity in [0, 1] times {QUANT_LEVELS},",
+        f"rounded; `mask` (`{mask}`, 0 or 1) is the foreground; `affine` (16 float64, row-major) maps",
+        "cube voxels to scanner millimetres.",
+        "",
+        'With `set_format("numpy")` both `voxels` and `mask` come back as `int64` arrays: the `datasets`',
+        "numpy formatter casts every integer array to int64 unless it is given a dtype. For the float32",
+        "intensities in [0, 1] (exactly what `atom_bench.load_volume` returns), divide:",
+        f'`row["voxels"].astype(numpy.float32) / {QUANT_LEVELS}`. `set_format("numpy", dtype="float32")` gives',
+        f"floats that are not rescaled (0..{QUANT_LEVELS}) and casts every column, the affine included, to float32.",
+    ]
+    return lines

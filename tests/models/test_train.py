@@ -72,7 +72,7 @@ def t1_validation_bench(tmp_path_factory) -> Path:
 
     sources = read_volume_sources(embedded_root().parent / "sources" / "sources.csv")
     groups = {"itk_t1": "validation", "aniso_dwi": "unseen"}
-    sources = [dataclasses.replace(s, group=groups.get(s.volume_id, s.group)) for s in sources if s.volume_id != "ct_head_template"]
+    sources = [dataclasses.replace(s, group=groups.get(s.volume_id, s.group)) for s in sources if s.volume_id not in {"ct_head_template", "robex_t1", "mayavi_heart_ct"}]
     out = tmp_path_factory.mktemp("t1val") / "bench"
     counts = SplitCounts(train=32, validation=256, test_seen=8, test_unseen=8)
     build_benchmark(sources, out, BuildConfig(name="t1val", tracks=("easy",), size=32, slice_size=8, counts=counts, seed=1))
