@@ -269,10 +269,10 @@ def train(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of weights, stream and order.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<model>-<track>); reruns resume.")] = None,
-    source: Annotated[str, typer.Option(help="stream (fresh on-the-fly samples) or split (the fixed train split).")] = "stream",
+    source: Annotated[str, typer.Option(help="stream (fresh on-the-fly samples), split (the fixed train split) or synthetic (new synthetic subjects from the training volumes).")] = "stream",
     loss: Annotated[str, typer.Option(help="asl or ce.")] = "asl",
-    augment: Annotated[bool, typer.Option(metavar="", help="Stream only: each batch group's volume under a random cube symmetry (48).")] = True,
-    volumes_per_batch: Annotated[int, typer.Option(help="Stream only: distinct training volumes per batch.")] = 4,
+    augment: Annotated[bool, typer.Option(metavar="", help="Stream and synthetic: each batch group's volume under a random cube symmetry (48).")] = True,
+    volumes_per_batch: Annotated[int, typer.Option(help="Stream and synthetic: distinct training volumes (subjects) per batch.")] = 4,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-time budget; the run stops, scored and saved, when it runs out.")] = None,
     root: RootOpt = None,
 ) -> None:

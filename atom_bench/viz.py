@@ -134,3 +134,54 @@ def render_sample(sample_id: str, out: str | os.PathLike[str], root: str | os.Pa
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return out
+
+
+def render_synthetic_subjects(
+    out: str | os.PathLike[str], track: str = "hard", source_id: str | None = None, count: int = 4, seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:  # fmt: skip
+    """Write a PNG of ``count`` synthetic subjects beside the training volume they come from.
+
+    One row per volume (the real one first), central cuts in three views (RAS letters as in
+    :func:`render_sample`), and a last column with a second, independent contrast of the same
+    subject (what a histology slice is cut from). Subject ``k`` is drawn with seed
+    ``seed * 1000 + k`` (:func:`atom_bench.models.synthetic.synthesize`), without cube symmetry,
+    so the deformation can be compared with the source.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from atom_bench.models.synthetic import SyntheticSource, synthesize
+
+    source = SyntheticSource(track, root, seed=seed, batch_size=1, augment=False)
+    source_id = source_id if source_id is not None else next(iter(source.volumes))
+    if source_id not in source.volumes:
+        raise DataError(f"{source_id!r} is not a training volume of {track}; choose one of {', '.join(source.volumes)}")
+    real = source.volumes[source_id]
+    rows = [(f"real {source_id}", real.data, None)]
+    for k in range(count):
+        images, _ = synthesize(source.labels[source_id], seed * 1000 + k, source.settings, contrasts=2)
+        rows.append((f"synthetic, seed {seed * 1000 + k}", images[0], images[1]))
+    middle = real.size // 2
+    fig, axes = plt.subplots(len(rows), 4, figsize=(9, 2.3 * len(rows)), constrained_layout=True)
+    for (title, data, second), row_axes in zip(rows, axes, strict=True):
+        for ax, (name, axis, x_axis, y_axis) in zip(row_axes, _CUTS, strict=False):
+            ax.imshow(np.take(data, middle, axis=axis).T, cmap="gray", origin="lower", vmin=0, vmax=1)
+            _orientation_letters(ax, x_axis, y_axis)
+            ax.set_title(f"{title}: {name}" if name == "axial" else name, fontsize=8)
+        if second is not None:
+            row_axes[3].imshow(np.take(second, middle, axis=2).T, cmap="gray", origin="lower", vmin=0, vmax=1)
+            row_axes[3].set_title("axial, 2nd contrast (histology slice)", fontsize=8)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if second is None:
+            row_axes[3].axis("off")
+    fig.suptitle(f"{track}: synthetic training subjects from {source_id} (central cuts, S = {real.size})", fontsize=10)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out

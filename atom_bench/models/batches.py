@@ -3,10 +3,13 @@
 - :func:`stream_batches`: fresh batches rendered on the fly from the training volumes (the track's
   own pose sampler), each group of a batch from one volume under a random cube symmetry
   (:func:`cube_symmetry`) when augmenting;
-- :func:`split_batches`: seeded permutations of the fixed ``train`` split, one shard per rank.
+- :func:`split_batches`: seeded permutations of the fixed ``train`` split, one shard per rank;
+- the third source, synthetic subjects generated from the training volumes (domain
+  randomisation), lives in :mod:`atom_bench.models.synthetic` and reuses :func:`cube_symmetry`.
 
-Both are fixed by their seed, so a resumed run skips (:func:`skip`) the batches it has seen
-and continues with exactly those an unbroken run would have drawn.
+All are fixed by their seed. A resumed run skips (:func:`skip`) the stream or split batches it
+has seen and continues with exactly those an unbroken run would have drawn; a synthetic batch
+depends only on ``(seed, batch index)``, so a resumed run draws batch ``n`` directly.
 """
 
 from __future__ import annotations

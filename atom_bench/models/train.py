@@ -11,14 +11,20 @@
   the training volumes (the track's own pose sampler; ``volumes_per_batch`` volumes per batch,
   each under a random cube symmetry when ``augment``: with four training volumes, the symmetries
   are what stops a model from learning where slices usually are instead of reading the volume);
-  ``source="split"`` cycles seeded permutations of the fixed ``train`` split.
+  ``source="split"`` cycles seeded permutations of the fixed ``train`` split; ``source="synthetic"``
+  (:mod:`atom_bench.models.synthetic`) turns each training volume into endless new subjects (a
+  random smooth warp of its intensity classes, random contrast, bias, blur and noise; on
+  ``histology`` the slice gets its own contrast), meant to make a model match slice against volume.
+  Validation (and so checkpoint choice) stays on the real ``validation`` volumes for every source.
 - After each epoch the model is scored (top-1 coarse and fine) on the ``validation`` split by the
   evaluation loop (:func:`atom_bench.models.run.iter_predictions`); the best epoch (highest coarse
   top-1, then fine top-1) is kept as ``<out>/best.safetensors`` with its metadata.
 - ``<out>/last.safetensors``, ``<out>/state.pt`` and ``<out>/log.csv`` are written every epoch
   (:mod:`atom_bench.models.checkpoints`), so a rerun with the same ``out`` resumes exactly where
-  the last one stopped. The log has one row per epoch: epoch, step, train_loss, val_top1_high,
-  val_top1_low, seconds (wall time since the run first started, resumes included).
+  the last one stopped (the stream and the split replay the batches already seen; the synthetic
+  source draws batch ``n`` directly from ``(seed, n)``). The log has one row per epoch: epoch,
+  step, train_loss, val_top1_high, val_top1_low, seconds (wall time since the run first
+  started, resumes included).
 - Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1``) training uses
   DistributedDataParallel with the gloo backend (CPU); rank ``r`` draws its own stream with
   seed ``seed + r`` (or its own shard of the split); rank 0 writes every file.
@@ -26,6 +32,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -41,12 +48,31 @@ import torch
 from atom_bench._io import atomic_path
 from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import ModelError
-from atom_bench.models.batches import Batch, cube_symmetry, skip, split_batches, stream_batches
-from atom_bench.models.checkpoints import LOG_COLUMNS, RunDirectory, RunProgress, read_log, run_metadata, write_log
+from atom_bench.models.batches import (
+    Batch,
+    cube_symmetry,
+    skip,
+    split_batches,
+    stream_batches,
+)
+from atom_bench.models.checkpoints import (
+    LOG_COLUMNS,
+    RunDirectory,
+    RunProgress,
+    read_log,
+    run_metadata,
+    write_log,
+)
 from atom_bench.models.protocol import SliceLocator, is_trainable
 from atom_bench.models.registry import ResolvedSpec, resolve_spec
-from atom_bench.models.run import SplitInputs, iter_predictions, track_kwargs, train_count_kwargs
+from atom_bench.models.run import (
+    SplitInputs,
+    iter_predictions,
+    track_kwargs,
+    train_count_kwargs,
+)
 from atom_bench.models.sharding import Distributed, distributed
+from atom_bench.models.synthetic import SynthSettings, synthetic_batches
 from atom_bench.models.weights import read_safetensors, save_weights
 
 __all__ = [
@@ -55,7 +81,7 @@ __all__ = [
 ]  # fmt: skip
 
 CHANCE_HIGH, CHANCE_LOW = 1 / N_HIGH, 1 / N_LOW
-SOURCES = ("stream", "split")
+SOURCES = ("stream", "split", "synthetic")
 EVAL_BATCH_SIZE = 32  # validation batch size (recorded in every checkpoint's metadata)
 
 
@@ -115,7 +141,7 @@ def _checked(
     if capabilities is not None and not (capabilities.trainable or capabilities.needs_train_counts):
         raise ModelError(f"model {model_spec!r} has nothing to train (it has no learned parameters or counts)")
     if source not in SOURCES:
-        raise ModelError(f"unknown source {source!r}; choose {' or '.join(repr(s) for s in SOURCES)}")
+        raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}", parameters=("source",))
     if volumes_per_batch < 1:
         raise ModelError(f"volumes_per_batch must be at least 1; got {volumes_per_batch}", parameters=("volumes_per_batch",))
     if loss not in LOSSES:
@@ -148,22 +174,34 @@ class _Settings:
     loss: str
     augment: bool
     volumes_per_batch: int
+    synthetic: SynthSettings
+
+    def synthetic_extra(self) -> dict[str, Any]:
+        """The synthetic settings, for runs on that source only (older run directories stay resumable)."""
+        return {"synthetic": self.synthetic.describe()} if self.source == "synthetic" else {}
 
     def config(self, world: int) -> dict[str, Any]:
         """What a resumed run must share with the run it continues."""
         return {"model": self.model_spec, "track": self.track, "seed": self.seed, "source": self.source, "batch_size": self.batch_size,
-                "world": world, "augment": self.augment, "volumes_per_batch": self.volumes_per_batch, "loss": self.loss, "lr": self.lr}  # fmt: skip
+                "world": world, "augment": self.augment, "volumes_per_batch": self.volumes_per_batch, "loss": self.loss, "lr": self.lr,
+                **self.synthetic_extra()}  # fmt: skip
 
-    def batches(self, rank: int, world: int) -> Iterator[Batch]:
+    def batches(self, rank: int, world: int, start: int) -> Iterator[Batch]:
+        """The rank's batches from batch ``start`` on: exactly those an unbroken run would see there."""
+        if self.source == "synthetic":  # batch n depends on (seed, n) only: jump there
+            return synthetic_batches(self.track, self.root, self.batch_size, self.seed + rank, self.augment, self.volumes_per_batch,
+                                     start=start, settings=self.synthetic)  # fmt: skip
         if self.source == "stream":
-            return stream_batches(self.track, self.root, self.batch_size, self.seed + rank, self.augment, self.volumes_per_batch)
-        return split_batches(self.track, self.root, self.batch_size, self.seed, rank, world)
+            stream = stream_batches(self.track, self.root, self.batch_size, self.seed + rank, self.augment, self.volumes_per_batch)
+            return skip(stream, start)
+        return skip(split_batches(self.track, self.root, self.batch_size, self.seed, rank, world), start)
 
     def metadata(self, progress: RunProgress, world: int, seconds: float, scores: dict[str, float]) -> dict[str, str]:
+        extra = {key: json.dumps(value, sort_keys=True) for key, value in self.synthetic_extra().items()}
         return run_metadata(self.model_spec, self.track, self.seed, self.root, {
             "epoch": progress.epoch, "step": progress.step, "batch_size": self.batch_size, "world_size": world, "lr": self.lr,
             "loss": self.loss, "source": self.source, "augment": self.augment, "volumes_per_batch": self.volumes_per_batch,
-            "eval_batch_size": EVAL_BATCH_SIZE, "seconds": f"{seconds:.1f}", **scores})  # fmt: skip
+            "eval_batch_size": EVAL_BATCH_SIZE, "seconds": f"{seconds:.1f}", **extra, **scores})  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +289,7 @@ def train(
     loss: str = "asl",
     augment: bool = True,
     volumes_per_batch: int = 4,
+    synthetic: SynthSettings | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model_spec`` on ``track``; returns the best epoch's validation scores and paths.
@@ -261,12 +300,15 @@ def train(
             from label counts (``prior``: counts the training labels).
         out: run directory (``best.safetensors``, ``last.safetensors``, ``state.pt``, ``log.csv``).
         epochs / steps_per_epoch: optimisation steps per rank = ``epochs * steps_per_epoch``.
-        source: ``"stream"`` (fresh on-the-fly samples) or ``"split"`` (the fixed train split).
+        source: ``"stream"`` (fresh on-the-fly samples), ``"split"`` (the fixed train split) or
+            ``"synthetic"`` (new synthetic subjects from the training volumes).
         max_minutes: wall-time budget of this call; the epoch in progress is cut short, scored
             and saved when it runs out (a later call resumes).
         resume: continue from ``<out>/state.pt`` if present (otherwise start over).
         loss: ``"asl"`` (asymmetric loss, as the released RegisMCAN) or ``"ce"``.
-        augment / volumes_per_batch: stream only, see the module docstring.
+        augment / volumes_per_batch: stream and synthetic, see the module docstring.
+        synthetic: what a synthetic subject draws (``SynthSettings()`` when ``None``); recorded
+            in the checkpoint metadata and the run's config.
         on_step: called as ``on_step(step, total_steps)`` after each step (progress bars).
 
     Raises:
@@ -277,7 +319,8 @@ def train(
         model_spec, source, loss, volumes_per_batch, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
         lr=lr, max_minutes=max_minutes,
     )  # fmt: skip
-    settings = _Settings(model_spec, track, root, epochs, steps_per_epoch, batch_size, lr, seed, source, loss, augment, volumes_per_batch)
+    settings = _Settings(model_spec, track, root, epochs, steps_per_epoch, batch_size, lr, seed, source, loss, augment, volumes_per_batch,
+                         synthetic if synthetic is not None else SynthSettings())  # fmt: skip
     if resolved.entry is not None and resolved.entry.capabilities.needs_train_counts:
         return _count_labels(resolved, settings, out)
 
@@ -293,7 +336,7 @@ def train(
             if dist.rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
         net = dist.wrap(model)
-        batches = skip(settings.batches(dist.rank, dist.world), progress.step)  # exact resume: an unbroken run's batches
+        batches = settings.batches(dist.rank, dist.world, progress.step)  # exact resume: an unbroken run's batches
         deadline = started + 60 * max_minutes if max_minutes is not None else math.inf
         total = epochs * steps_per_epoch
         report = (lambda step: on_step(step, total)) if on_step is not None and dist.rank == 0 else None
