@@ -6,4 +6,4 @@ model (``atom_bench.models.registry.register_model``) next to its factory; the o
 order of ``atom-bench models`` and of the evaluation scripts.
 """
 
-from baselines import chance, prior, regismcan, released, cnn, vit, search  # noqa: F401, I001  (registration)
+from baselines import chance, prior, regismcan, released, cnn, vit, matcher, search  # noqa: F401, I001  (registration)
