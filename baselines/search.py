@@ -1,4 +1,18 @@
-"""Training-free classical baseline: normalised cross-correlation (NCC) pose search.
+"""Training-free classical baselines: a dense pose search scored by normalised cross-correlation
+(NCC, ``search``) or by the correlation ratio (``search-cr``).
+
+One engine, :class:`PoseSearch`, with ``similarity="ncc"`` or ``"cr"``. NCC is invariant to
+affine intensity remaps of the slice only. The correlation ratio of the slice ``y`` given the
+binned volume intensity, ``eta^2 = 1 - E[Var(y | bin)] / Var(y) = sum_k S_k^2 / n_k / sum(y^2)``
+(``y`` zero-mean, ``S_k`` the sum of ``y`` over the window pixels whose volume value falls in bin
+``k``, ``n_k`` their count), is 1 at the true pose whenever the slice is *any* function of the
+volume's bin (monotone or not: the histology track's contrast remaps). Bins
+(:func:`~baselines._search_tools.intensity_bin_edges`): bin 0 is the background (values
+``<= 1e-3``: the cube's zero padding and everything outside the cube), bins ``1 .. n_bins - 1``
+(default 8 bins in all) split the volume's voxels above it at equal-count quantiles, so each
+tissue bin holds about the same number of voxels whatever the modality; the same edges bin the
+reduced cube of the coarse stage and the full-resolution cuts of the refinement. A flat slice
+scores 0 under both similarities.
 
 For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 and 6):
 
@@ -6,8 +20,11 @@ For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 
    8 right-handed frames of their plane (4 in-plane quarter turns, either normal sign), and
    ``n_normals`` Fibonacci-hemisphere normals, each with ``n_rotations`` in-plane rotations and
    both normal signs. For each family the volume (and the slice, by the same factor) is reduced
-   so that the cube side is at most ``axis_side`` (axis views: 48, cheap because their
-   resampled box has no waste, and exact on the voxel grid when not reduced) or
+   so that the cube side is at most ``axis_side`` (axis views: 64 for NCC, so a 64^3 cube is
+   not reduced and every integer axis-aligned pose is a candidate window whose NCC is exactly
+   that of the slice: at 48 the reduced windows blur the two sides of a near-symmetric head and
+   the mirror pose won the coarse stage for about 1 in 10 `easy` slices; 48 for the correlation
+   ratio, whose ``n_bins - 1`` correlations per window cost more) or
    ``coarse_side`` (oblique: 20) voxels, while the slice keeps at least ``min_coarse_pixels``
    pixels per side. For every orientation, the volume is resampled into the slice frame (one
    batched ``grid_sample`` per chunk of ``frame_chunk`` frames: a stack of planes spanned by the
@@ -19,19 +36,25 @@ For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 
    with the zero-mean slices stacked as output channels where most windows are candidates (axis
    views), a matrix product of the candidate windows' pixels with the same stacked slices where
    few are (oblique chunks: about 20% of the windows of their planes, the rest centred outside
-   the cube).
+   the cube). For the correlation ratio the cache keeps the planes' uint8 bin indices instead
+   of their intensities; per chunk, each bin's indicator plane is built on the fly and
+   correlated the same way (``S_k``) and box-summed (``n_k``); the last bin's sums follow from
+   the others (``sum_k S_k = sum(y) = 0``, ``sum_k n_k`` = the window's pixel count), so
+   ``n_bins - 1`` correlations per chunk.
 2. **Refine.** The best ``top_k`` orientations of each family (their best window each) are refined at full
    resolution: first a dense 9 x 9 x 9 grid of centres around the start (step half a coarse
    voxel), then a pattern search over the centre (steps along the three axes) and the
    orientation (small rotations about ``u``, ``v`` and ``n``), halving the steps when no move
-   improves the NCC (a start whose steps are all below 0.05 voxel and 0.05 degree is done and
-   no longer scored). Pixel positions are those of the reference ``atom_bench.core.geometry.slice_points``
+   improves the similarity (a start whose steps are all below 0.05 voxel and 0.05 degree is done and
+   no longer scored). The correlation ratio is computed directly on each cut: its sampled
+   intensities are binned and the slice is summed per (cut, bin) with one scatter. Pixel positions are those of the reference ``atom_bench.core.geometry.slice_points``
    and are read trilinearly with ``grid_sample`` (the same values as the reference
    ``geometry.sample_points(..., "linear")`` to float precision, about 20x faster), so an exact
    pose reproduces the slice.
 3. **Scores.** For every fine block, the best NCC over all candidate poses whose centre lies in
    it (coarse candidates and refined poses); coarse blocks take the best of their fine blocks;
-   scores are ``softmax(best_ncc / temperature)``. The pose is the best refined pose.
+   scores are ``softmax(best / temperature)`` (0.02 for NCC, 0.01 for the correlation ratio,
+   whose values at wrong poses sit closer to the true one's). The pose is the best refined pose.
 
 **Batching and cache.** ``predict`` groups its pairs by volume content (a BLAKE2b hash of the
 voxels), so the coarse stage resamples each distinct volume once per batch and scores all of its
@@ -62,6 +85,7 @@ from torch import Tensor, nn
 
 from atom_bench.core import geometry
 from atom_bench.core.labels import N_HIGH, N_LOW
+from atom_bench.errors import ModelError
 from atom_bench.models.protocol import ModelMeta, Prediction
 from atom_bench.models.registry import Capabilities, register_model
 from baselines._blocks import check_inputs
@@ -71,25 +95,38 @@ from baselines._search_tools import (  # noqa: F401  (fibonacci_hemisphere, cand
     SearchResult,
     Start,
     VolumeWindows,
-    box_sum,
+    bin_index,
+    build_chunk,
     candidate_frames,
+    chunk_cr,
+    chunk_ncc,
+    correlation_ratio_rows,
     fibonacci_hemisphere,
     fine_labels,
-    frame_lattice,
-    ncc_rows,
+    intensity_bin_edges,
+    ncc_rows_torch,
     rotate,
     sample_points_torch,
     volume_key,
 )
 
 SLICE_BATCH = 32  # slices of one volume searched together
+SIMILARITIES = ("ncc", "cr")
+TEMPERATURES = {"ncc": 0.02, "cr": 0.01}
+AXIS_SIDE = 64  # default cube side of the axis views' coarse stage: S = 64 cubes unreduced, so integer poses exact
+# the correlation ratio costs n_bins - 1 correlations per window: its axis views stay at 48 (2x
+# cheaper); the poses that need them exact (the easy track) are NCC's
+CR_AXIS_SIDE = 48
+REFINE_POINTS = 1 << 22  # pixel positions sampled per grid_sample call of the dense refinement grid
 
 
-class NCCSearch(nn.Module):
-    """The NCC pose search behind the common ``predict`` interface (no parameters).
+class PoseSearch(nn.Module):
+    """The pose search behind the common ``predict`` interface (no parameters).
 
-    Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides; ``pixel_spacing``: of the
-    slices) or pixels (``min_coarse_pixels``). ``cache_volumes`` and ``cache_bytes`` bound the cache
+    ``similarity``: ``"ncc"`` or ``"cr"`` (correlation ratio with ``n_bins`` intensity bins, see
+    the module docstring). Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides;
+    ``pixel_spacing``: of the slices) or pixels (``min_coarse_pixels``). ``temperature`` defaults
+    to the similarity's (``TEMPERATURES``). ``cache_volumes`` and ``cache_bytes`` bound the cache
     of resampled volumes (see the module docstring).
     """
 
@@ -99,16 +136,23 @@ class NCCSearch(nn.Module):
         n_normals: int = 16,
         n_rotations: int = 6,
         coarse_side: int = 20,
-        axis_side: int = 48,
+        axis_side: int = AXIS_SIDE,
         min_coarse_pixels: int = 6,
         top_k: int = 8,
-        temperature: float = 0.02,
+        temperature: float | None = None,
         max_iterations: int = 60,
         frame_chunk: int = 8,
         cache_volumes: int = 8,
         cache_bytes: int = 1 << 30,
+        similarity: str = "ncc",
+        n_bins: int = 8,
     ) -> None:
         super().__init__()
+        if similarity not in SIMILARITIES:
+            raise ModelError(f"unknown similarity {similarity!r}: use one of {', '.join(SIMILARITIES)}", parameters=("similarity",))
+        if not 2 <= int(n_bins) <= 255:
+            raise ModelError(f"n_bins must be between 2 and 255, got {n_bins}", parameters=("n_bins",))
+        self.similarity, self.n_bins = similarity, int(n_bins)
         self.pixel_spacing = float(pixel_spacing)
         self.frames = candidate_frames(n_normals, n_rotations)
         # batch frames of similar bounding boxes together (cheaper coarse resampling)
@@ -119,7 +163,8 @@ class NCCSearch(nn.Module):
             oblique = np.arange(n_axis, len(self.frames))
             self.families.append((oblique[np.argsort(box[oblique], kind="stable")], coarse_side))
         self.coarse_side, self.axis_side, self.min_coarse_pixels = coarse_side, axis_side, min_coarse_pixels
-        self.top_k, self.temperature = top_k, temperature
+        self.top_k = top_k
+        self.temperature = TEMPERATURES[similarity] if temperature is None else float(temperature)
         self.max_iterations, self.frame_chunk = max_iterations, frame_chunk
         # angular spacing of the normal grid (hemisphere area 2 pi / n), for the first refine step
         self.angle_step = min(math.sqrt(2 * math.pi / max(n_normals, 1)) / 2, math.radians(20))
@@ -133,15 +178,17 @@ class NCCSearch(nn.Module):
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
-        windows = VolumeWindows([self._family_windows(volume, shape, ids, side) for ids, side in self.families])
+        edges = intensity_bin_edges(volume, self.n_bins) if self.similarity == "cr" else None
+        windows = VolumeWindows([self._family_windows(volume, shape, ids, side, edges) for ids, side in self.families], edges)
         self._cache[cache_key] = windows
         while self._cache and (len(self._cache) > self.cache_volumes or sum(w.nbytes for w in self._cache.values()) > self.cache_bytes):
             self._cache.popitem(last=False)
         return windows
 
-    def _family_windows(self, volume: Tensor, shape: tuple[int, int], frame_ids: np.ndarray, coarse_side: int) -> Family:
+    def _family_windows(self, volume: Tensor, shape: tuple[int, int], frame_ids: np.ndarray, coarse_side: int, edges: Tensor | None = None) -> Family:
         """Resample the volume (reduced to cube side <= ``coarse_side``) in the planes of every
-        frame of a family and keep the windows centred inside the cube, with their statistics."""
+        frame of a family and keep the windows centred inside the cube, with their statistics
+        (NCC) or their intensity bins (``edges`` given: correlation ratio)."""
         size = volume.shape[0]
         h, w = shape
         hc, wc = h, w
@@ -151,66 +198,18 @@ class NCCSearch(nn.Module):
             hc, wc = max(2, round(h / factor)), max(2, round(w / factor))
             volume = F.adaptive_avg_pool3d(volume[None, None], side)[0, 0]
             factor = size / side
-        sc = volume.shape[0]
         spacing = self.pixel_spacing * (h / hc) / factor  # slice pixel spacing in coarse voxels
-        n_pix = hc * wc
-        origin = float(np.floor((sc - 1) / 2))
         chunks = []
         frames = torch.as_tensor(self.frames[frame_ids], dtype=torch.float32)
         for start in range(0, len(frames), self.frame_chunk):
-            chunk = frames[start : start + self.frame_chunk]
-            u, v = chunk[:, 0], chunk[:, 1]
-            n = torch.linalg.cross(u, v)
-            # half extents (voxels) of the cube's projection on u, v, n, plus half a slice in-plane
-            half = 0.5 * sc + 0.5
-            eu = float((half * u.abs().sum(1)).max()) + 0.5 * (wc - 1) * spacing
-            ev = float((half * v.abs().sum(1)).max()) + 0.5 * (hc - 1) * spacing
-            en = float((half * n.abs().sum(1)).max())
-            ra, rb, rc = math.ceil(eu / spacing), math.ceil(ev / spacing), math.ceil(en)
-            a = torch.arange(-ra, ra + 1, dtype=torch.float32) * spacing
-            b = torch.arange(-rb, rb + 1, dtype=torch.float32) * spacing
-            c = torch.arange(-rc, rc + 1, dtype=torch.float32)
-            # sampling grid built directly in grid_sample's normalised (x, y, z) = (axis 2, 1, 0)
-            scale = 2.0 / max(sc - 1, 1)
-            un, vn, nn_ = (scale * x.flip(-1) for x in (u, v, n))
-            grid = frame_lattice(origin * scale - 1.0, (c, b, a), (nn_, vn, un))  # (Fc, Lc, Lb, La, 3)
-            planes = F.grid_sample(
-                volume[None, None], grid.reshape(1, -1, len(b), len(a), 3), mode="bilinear", padding_mode="zeros", align_corners=True
-            ).reshape(-1, len(b), len(a))
-            # centres of the windows; the candidates are those inside the cube
-            ca = a[: len(a) - wc + 1] + 0.5 * (wc - 1) * spacing
-            cb = b[: len(b) - hc + 1] + 0.5 * (hc - 1) * spacing
-            centers = frame_lattice(origin, (c, cb, ca), (n, v, u))  # (Fc, Lc, Hb, Wa, 3)
-            inside = ((centers >= -0.5) & (centers < sc - 0.5)).all(-1)
-            index = torch.nonzero(inside.reshape(-1)).reshape(-1)
-            total = box_sum(planes, hc, wc).reshape(-1)[index]
-            total_sq = box_sum(planes * planes, hc, wc).reshape(-1)[index]
-            std = (total_sq - total * total / n_pix).clamp(min=0).sqrt()
-            counts = inside.reshape(len(chunk), -1).sum(1).numpy()
-            chunks.append(
-                Chunk(
-                    frame_ids=np.asarray(frame_ids[start : start + len(chunk)]),
-                    planes=planes,
-                    dense=2 * len(index) > inside.numel(),
-                    index=index.to(torch.int32),
-                    std=std,
-                    labels=fine_labels(centers.reshape(-1, 3)[index], sc).to(torch.int16),
-                    frame_starts=np.concatenate([[0], np.cumsum(counts)]),
-                    origin=origin,
-                    c=c,
-                    cb=cb,
-                    ca=ca,
-                    u=u,
-                    v=v,
-                    n=n,
-                )
-            )
+            chunk_ids = np.asarray(frame_ids[start : start + self.frame_chunk])
+            chunks.append(build_chunk(volume, frames[start : start + self.frame_chunk], chunk_ids, (hc, wc), spacing, edges))
         return Family(factor, (hc, wc), chunks)
 
     # -- coarse stage: the slices -----------------------------------------------------------
     def _coarse(self, family: Family, images: Tensor) -> tuple[Tensor, list[list[Start]]]:
-        """Dense NCC of ``images (K, h, w)`` against one family's candidate windows: the block
-        maxima ``(K, 729)`` and, per slice, the ``top_k`` best frames (best window each)."""
+        """Dense similarity of ``images (K, h, w)`` against one family's candidate windows: the
+        block maxima ``(K, 729)`` and, per slice, the ``top_k`` best frames (best window each)."""
         hc, wc = family.shape
         k = len(images)
         if images.shape[1:] != (hc, wc):
@@ -219,24 +218,20 @@ class NCCSearch(nn.Module):
         t_norm = torch.stack([x.norm() for x in t])
         weights = t / torch.where(t_norm > 0, t_norm, 1.0)[:, None, None]  # NCC = (window . weights) / std
         block = torch.full((N_LOW, k), -1.0)
-        values, frames, centers = [], [], []  # per frame with candidates: best NCC and window, per slice
+        values, frames, centers = [], [], []  # per frame with candidates: best value and window, per slice
         for chunk in family.chunks:
             if len(chunk.index) == 0:
                 continue
-            inv_std = torch.where(chunk.std > 0, 1.0 / chunk.std, torch.zeros(()))
-            ncc = chunk.numerators(weights).mul_(inv_std[:, None])  # (M, K)
-            # the NCC is 0 where std * |t| <= 1e-6: beyond the flat windows (1 / std taken as 0),
-            # only nearly flat ones, a subset of those below the threshold for the smallest |t|
-            nearly_flat = ((chunk.std > 0) & (chunk.std * t_norm.min() <= 1e-6)).nonzero().reshape(-1)
-            if len(nearly_flat):
-                below = chunk.std[nearly_flat, None] * t_norm[None, :] <= 1e-6
-                ncc[nearly_flat] = ncc[nearly_flat].masked_fill_(below, 0.0)
-            block.scatter_reduce_(0, chunk.labels.long()[:, None].expand(-1, k), ncc, reduce="amax")
+            if self.similarity == "ncc":
+                sim = chunk_ncc(chunk, weights, t_norm)
+            else:
+                sim = chunk_cr(chunk, t, (t * t).sum(dim=(1, 2)), self.n_bins)
+            block.scatter_reduce_(0, chunk.labels.long()[:, None].expand(-1, k), sim, reduce="amax")
             for f in range(len(chunk.frame_ids)):
                 s, e = chunk.frame_starts[f], chunk.frame_starts[f + 1]
                 if s == e:
                     continue
-                best, where = ncc[s:e].max(dim=0)
+                best, where = sim[s:e].max(dim=0)
                 values.append(best)
                 frames.append(int(chunk.frame_ids[f]))
                 centers.append(chunk.centers(chunk.index[s + where].long()))
@@ -250,12 +245,16 @@ class NCCSearch(nn.Module):
         return block.T.contiguous(), starts
 
     # -- refinement --------------------------------------------------------------------------
-    def _refine(self, volume: Tensor, images: Tensor, starts: list[Start], owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _refine(
+        self, volume: Tensor, images: Tensor, starts: list[Start], owner: np.ndarray, edges: Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Refine ``starts`` at full resolution, start ``i`` against ``images[owner[i]]`` (the
-        slices of one group are refined together): centres, ``u``, ``v`` and NCC per start."""
-        flat = images.reshape(len(images), -1).double().numpy()
-        templates = flat - flat.mean(axis=1, keepdims=True)
-        template_norms = np.sqrt((templates * templates).sum(axis=1))
+        slices of one group are refined together): centres, ``u``, ``v`` and similarity per start.
+        ``edges``: the volume's intensity bin edges (correlation ratio)."""
+        flat = images.reshape(len(images), -1).double()
+        templates = flat - flat.mean(dim=1, keepdim=True)
+        template_norms = templates.norm(dim=1)
+        template_sq = (templates * templates).sum(dim=1)
         centers = np.array([s[2] for s in starts], dtype=np.float64)
         us = np.array([self.frames[s[1], 0] for s in starts])
         vs = np.array([self.frames[s[1], 1] for s in starts])
@@ -272,17 +271,26 @@ class NCCSearch(nn.Module):
             c_, u_, v_ = (torch.from_numpy(np.ascontiguousarray(x[:, ::-1])) for x in (cs, u, v))
             points = (c_[:, None, :] + rows[None, :, None] * v_[:, None, :])[:, :, None] + (cols[None, :, None] * u_[:, None, :])[:, None]
             grid = points.float().mul_(scale).sub_(1.0).reshape(1, -1, 1, 1, 3)
-            cut = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            return ncc_rows(cut.reshape(len(cs), -1).numpy().astype(np.float64), templates[who], template_norms[who])
+            cut = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True).reshape(len(cs), -1)
+            who_t = torch.from_numpy(who)
+            if edges is None:
+                return ncc_rows_torch(cut.double(), templates[who_t], template_norms[who_t]).numpy()
+            return correlation_ratio_rows(bin_index(cut, edges), templates[who_t], template_sq[who_t], self.n_bins).numpy()
 
-        # local dense search: a 9 x 9 x 9 grid of centres, step (coarse voxel) / 2, around every start
+        # local dense search: a 9 x 9 x 9 grid of centres, step (coarse voxel) / 2, around every
+        # start; several starts per grid_sample call (REFINE_POINTS pixels) cut the per-call overhead
         step_p = 0.5 * np.array([max(1.0, s[3]) for s in starts])
         steps = np.arange(-4, 5, dtype=np.float64)
         unit_offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
         m = len(unit_offsets)
         grid_values = np.empty((k, m))
-        for i in range(k):  # one start at a time: 729 slices
-            grid_values[i] = score(centers[i] + unit_offsets * step_p[i], np.repeat(us[i : i + 1], m, axis=0), np.repeat(vs[i : i + 1], m, axis=0), np.full(m, owner[i]))
+        per_call = max(1, REFINE_POINTS // (m * images.shape[1] * images.shape[2]))
+        for s in range(0, k, per_call):
+            i = np.arange(s, min(k, s + per_call))
+            grid_values[i] = score(
+                (centers[i, None] + unit_offsets[None] * step_p[i, None, None]).reshape(-1, 3),
+                np.repeat(us[i], m, axis=0), np.repeat(vs[i], m, axis=0), np.repeat(owner[i], m),
+            ).reshape(len(i), m)  # fmt: skip
         centers = centers + unit_offsets[grid_values.argmax(axis=1)] * step_p[:, None]
         current = grid_values.max(axis=1)
         step_a = np.full(k, self.angle_step)
@@ -295,31 +303,22 @@ class NCCSearch(nn.Module):
             # 12 moves: a move is taken when it beats ``current`` by 1e-9, which re-scoring the pose
             # itself never does
             ca, ua, va, sp, sa = centers[active], us[active], vs[active], step_p[active], step_a[active]
-            cand_c: list[np.ndarray] = []
-            cand_u: list[np.ndarray] = []
-            cand_v: list[np.ndarray] = []
-            for axis in range(3):
-                for sign in (1.0, -1.0):
-                    cand_c.append(ca + sign * sp[:, None] * eye[axis])
-                    cand_u.append(ua)
-                    cand_v.append(va)
             n = np.cross(ua, va)
-            for rot_axes in (ua, va, n):
-                for sign in (1.0, -1.0):
-                    cand_c.append(ca)
-                    cand_u.append(rotate(ua, rot_axes, sign * sa))
-                    cand_v.append(rotate(va, rot_axes, sign * sa))
-            m = len(cand_c)
-            values = score(np.concatenate(cand_c), np.concatenate(cand_u), np.concatenate(cand_v), np.tile(owner[active], m))
-            values = values.reshape(m, len(active))
+            moves = [ca + sign * sp[:, None] * eye[axis] for axis in range(3) for sign in (1.0, -1.0)]
+            cand_c = np.stack(moves + [ca] * 6)  # (12, A, 3)
+            cand_u = np.stack([ua] * 6 + [rotate(ua, axes, sign * sa) for axes in (ua, va, n) for sign in (1.0, -1.0)])
+            cand_v = np.stack([va] * 6 + [rotate(va, axes, sign * sa) for axes in (ua, va, n) for sign in (1.0, -1.0)])
+            values = score(cand_c.reshape(-1, 3), cand_u.reshape(-1, 3), cand_v.reshape(-1, 3), np.tile(owner[active], len(cand_c)))
+            values = values.reshape(len(cand_c), len(active))
             choice = values.argmax(axis=0)
-            for j, i in enumerate(active):
-                if values[choice[j], j] > current[i] + 1e-9:
-                    centers[i], us[i], vs[i] = cand_c[choice[j]][j], cand_u[choice[j]][j], cand_v[choice[j]][j]
-                    current[i] = values[choice[j], j]
-                else:
-                    step_p[i] *= 0.5
-                    step_a[i] *= 0.5
+            best = values[choice, np.arange(len(active))]
+            better = best > current[active] + 1e-9
+            moved, pick = active[better], choice[better]
+            centers[moved] = cand_c[pick, better.nonzero()[0]]
+            us[moved], vs[moved] = cand_u[pick, better.nonzero()[0]], cand_v[pick, better.nonzero()[0]]
+            current[moved] = best[better]
+            step_p[active[~better]] *= 0.5
+            step_a[active[~better]] *= 0.5
             # keep the frames orthonormal
             us = us / np.linalg.norm(us, axis=1, keepdims=True)
             vs = vs - np.sum(vs * us, axis=1, keepdims=True) * us
@@ -360,7 +359,7 @@ class NCCSearch(nn.Module):
             starts = [a + b for a, b in zip(starts, family_starts)]
         owner = np.repeat(np.arange(len(images)), [len(s) for s in starts])
         if len(owner):
-            refined = self._refine(volume, images, [s for image_starts in starts for s in image_starts], owner)
+            refined = self._refine(volume, images, [s for image_starts in starts for s in image_starts], owner, windows.edges)
         results = []
         for i, block_ncc in enumerate(block):
             if not starts[i]:  # no candidate (cannot happen with a non-empty cube)
@@ -403,6 +402,27 @@ class NCCSearch(nn.Module):
         )
 
 
+def _factory(similarity: str, name: str, **kwargs) -> tuple[PoseSearch, ModelMeta]:
+    model = PoseSearch(similarity=similarity, **kwargs)
+    if similarity == "ncc":
+        measure = "NCC search"
+    else:
+        measure = (
+            f"correlation-ratio search (eta^2 of the slice given {model.n_bins} bins of volume intensity:"
+            f" bin 0 background <= 1e-3, {model.n_bins - 1} equal-count quantile bins of the volume's voxels above it)"
+        )
+    meta = ModelMeta(
+        name=name,
+        training_data="none (training-free)",
+        notes=(
+            f"{measure}: {len(model.frames)} orientations x dense positions (axis views at cube side <= {model.axis_side},"
+            f" oblique at <= {model.coarse_side}), refinement of the top {model.top_k} per family; softmax temperature"
+            f" {model.temperature}; pixel spacing {model.pixel_spacing} voxels"
+        ),
+    )
+    return model, meta
+
+
 @register_model(
     "search",
     description="training-free NCC pose search: dense over orientations and positions, then refined",
@@ -416,18 +436,34 @@ def create_model(
     n_normals: int = 16,
     n_rotations: int = 6,
     coarse_side: int = 20,
-    axis_side: int = 48,
+    axis_side: int = AXIS_SIDE,
     top_k: int = 8,
-    temperature: float = 0.02,
-) -> tuple[NCCSearch, ModelMeta]:
+    temperature: float | None = None,
+) -> tuple[PoseSearch, ModelMeta]:
     """Factory: ``(model, meta)``. ``volume_size`` and ``slice_shape`` are accepted and ignored."""
-    model = NCCSearch(pixel_spacing, n_normals, n_rotations, coarse_side, axis_side, top_k=top_k, temperature=temperature)
-    meta = ModelMeta(
-        name="search",
-        training_data="none (training-free)",
-        notes=(
-            f"NCC search: {len(model.frames)} orientations x dense positions (axis views at cube side <= {axis_side},"
-            f" oblique at <= {coarse_side}), refinement of the top {top_k} per family; pixel spacing {pixel_spacing} voxels"
-        ),
-    )
-    return model, meta
+    return _factory("ncc", "search", pixel_spacing=pixel_spacing, n_normals=n_normals, n_rotations=n_rotations,
+                    coarse_side=coarse_side, axis_side=axis_side, top_k=top_k, temperature=temperature)  # fmt: skip
+
+
+@register_model(
+    "search-cr",
+    description="training-free correlation-ratio pose search (invariant to any remap of the slice's contrast), refined",
+    capabilities=Capabilities(trainable=False, uses_volume=True),
+    licence="MIT",
+)
+def create_cr(
+    volume_size: int | None = None,
+    slice_shape: tuple[int, int] | None = None,
+    pixel_spacing: float = 1.0,
+    n_normals: int = 16,
+    n_rotations: int = 6,
+    coarse_side: int = 20,
+    axis_side: int = CR_AXIS_SIDE,
+    top_k: int = 8,
+    temperature: float | None = None,
+    n_bins: int = 8,
+) -> tuple[PoseSearch, ModelMeta]:
+    """Factory of the correlation-ratio search: ``(model, meta)``; ``volume_size`` and
+    ``slice_shape`` are accepted and ignored."""
+    return _factory("cr", "search-cr", pixel_spacing=pixel_spacing, n_normals=n_normals, n_rotations=n_rotations,
+                    coarse_side=coarse_side, axis_side=axis_side, top_k=top_k, temperature=temperature, n_bins=n_bins)  # fmt: skip
