@@ -42,17 +42,18 @@ NOTES = {
 
 HEADER = """# Model cards: shipped baseline weights
 
-Every file below was produced by `scripts/train_baselines.sh` on the embedded **atom-mini**
-benchmark (dataset hash in each file's metadata), on CPU, each run limited to {minutes} minutes of
-wall time (the issue's budget is 20). Learned models train on the on-the-fly stream of the four
-training volumes (`--source stream`; four volumes per batch of 32, each under a random cube
-symmetry, so that where slices usually are cannot be learned without reading the volume); the
-checkpoint kept is the epoch with the best validation top-1 (coarse, then fine), see
-`docs/PROTOCOL.md` section 10. Weights are stored in float16 (half the size); the
-validation scores listed are recomputed with those float16 weights (the float32 checkpoint's
-scores are in the metadata as `run_val_top1_*`). **Validation scores are those the checkpoint was
-selected on, so they are optimistic; the test splits were never used.** The validation split is
-128 slices of one held-out volume, so one slice is 0.8 points.
+Every file below was trained on the embedded **atom-mini** benchmark (dataset hash in each file's
+metadata) on CPU, by `scripts/train_baselines.sh` or the exact command its card gives (the
+command is recorded in the run directory as `command.txt`). Training draws from the four
+training volumes only: `--source stream` renders fresh slices of the real volumes (each under a
+random cube symmetry), `--source synthetic` renders them from synthetic subjects made from those
+volumes (`docs/PROTOCOL.md` section 10). The checkpoint kept is the epoch with the best
+validation top-1 (coarse, then fine). One checkpoint may serve several tracks of the same cube:
+such a card says which track it was trained and selected on (`trained_on_track`), and its
+validation scores are recomputed on the track it is shipped for. Weights are stored in float16;
+the validation scores listed are recomputed with those float16 weights (the float32
+checkpoint's are in the metadata as `run_val_top1_*`). **Validation scores are those the
+checkpoint was selected on, so they are optimistic; the test splits were never used.** {validation}
 
 Chance floor: top-1 high 1/27 = {chance_high:.4f}, low 1/729 = {chance_low:.4f}.
 
@@ -94,6 +95,17 @@ def _majority(track: str) -> tuple[float, float]:
     return np.bincount(high).max() / len(high), np.bincount(low).max() / len(low)
 
 
+def _validation_text() -> str:
+    """What the validation split is, from the benchmark (volumes and slices per track)."""
+    from atom_bench.data.benchmark import Benchmark
+
+    bench = Benchmark.open()
+    volumes = sorted(v for v, group in bench.volume_groups.items() if group == "validation")
+    n = len(bench.sample_ids("easy", "validation"))
+    return (f"The validation split is {n} slices per track of {len(volumes)} held-out volumes ({', '.join(volumes)}), "
+            f"so one slice is {100 / n:.2f} points.")
+
+
 def _log(runs: Path, stem: str) -> list[dict[str, str]]:
     path = runs / stem / "log.csv"
     if not path.is_file():
@@ -126,7 +138,10 @@ def main() -> None:
         model, track, path = entry.name, weights.track, weights.path
         counted = entry.capabilities.needs_train_counts  # built from label counts, not optimised
         meta = _meta(path)
-        rows = _log(args.runs, path.stem)
+        trained_on = meta.get("trained_on_track", track)
+        stem = f"{model}-{trained_on}"
+        rows = _log(args.runs, stem)
+        recorded = args.runs / stem / "command.txt"
         high, low = float(meta["val_top1_high"]), float(meta["val_top1_low"])
         beats = f"{'yes' if high > CHANCE_HIGH else 'NO'} / {'yes' if low > CHANCE_LOW else 'NO'}"
         maj_high, maj_low = _majority(track)
@@ -142,10 +157,10 @@ def main() -> None:
             how = "label counts of the `train` split (no optimisation)"
         else:
             steps, wall = (rows[-1]["step"], f"{float(rows[-1]['seconds']):.1f}") if rows else (meta.get("step", "?"), meta.get("seconds", "?"))
-            command = (
-                f"OMP_NUM_THREADS=1 atom-bench train --model {model} --track {track} --epochs {args.epochs} "
+            command = recorded.read_text(encoding="utf-8").strip() if recorded.is_file() else (
+                f"OMP_NUM_THREADS=1 atom-bench train --model {model} --track {trained_on} --epochs {args.epochs} "
                 f"--steps-per-epoch {args.steps} --loss {meta.get('loss')} --seed {meta['seed']} --max-minutes {args.minutes} "
-                f"--out runs/{model}-{track}"
+                f"--out runs/{stem}"
             )
             how = (
                 f"AdamW lr {meta.get('lr')}, loss {meta.get('loss')}, batch {meta.get('batch_size')}, source {meta.get('source')} "
@@ -173,7 +188,9 @@ def main() -> None:
             ) + " (val top-1 high/low)." if rows else "- Training log: not available.")  # fmt: skip
         sections.append("\n".join([
             f"## {path.name}", "",
-            f"- Model `{model}`, track `{track}`, {shown_params} {'' if counted else 'parameters'}; {how}.".replace("  ", " "),
+            f"- Model `{model}`, track `{track}`" + (f" (trained and selected on `{trained_on}`)" if trained_on != track else "")
+            + f", {shown_params} {'' if counted else 'parameters'}; {how}.".replace("  ", " "),
+            *([f"- Data note: {meta['dataset_note']}"] if meta.get("dataset_note") else []),
             f"- Command: `{command}`",
             f"- Seed {meta['seed']}; steps {steps}; wall time {wall} s; machine: {args.machine}.",
             f"- Validation top-1 high **{high:.4f}**, low **{low:.4f}** "
@@ -184,14 +201,14 @@ def main() -> None:
         ]))  # fmt: skip
     summary = (
         f"\n\n**Summary.** {above} of {learned} learned checkpoints score above the constant answer on the coarse "
-        f"validation labels and {over_chance} of {learned} above the uniform chance floor. Validation is one held-out "
-        "DWI volume (128 slices) and was used to pick the checkpoint, so read these numbers as optimistic and noisy; "
+        f"validation labels and {over_chance} of {learned} above the uniform chance floor. Validation was used to pick "
+        "the checkpoint, so read these numbers as optimistic and noisy; "
         "the test scores (seen and unseen volumes, with intervals and the volume-swap drop) are on the leaderboards "
         "(`leaderboards/`). `released` ignores the volume by construction: whatever it scores comes from the slice's "
         "appearance alone. "
         "These are CPU-budget baselines, not converged ones: a longer `--max-minutes` or a GPU gives better numbers.\n\n"
     )
-    text = HEADER.format(chance_high=CHANCE_HIGH, chance_low=CHANCE_LOW, minutes=args.minutes) + "\n".join(table) + summary + "\n".join(sections)
+    text = HEADER.format(chance_high=CHANCE_HIGH, chance_low=CHANCE_LOW, validation=_validation_text()) + "\n".join(table) + summary + "\n".join(sections)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({len(files)} files)")
 

@@ -366,11 +366,14 @@ def export_weights(
     dtype: str = "float16",
     root: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
-    """Copy a checkpoint to a shipped weights file stored in ``dtype`` (half the size in float16).
+    """Copy a checkpoint to a shipped weights file for ``track``, stored in ``dtype`` (half the
+    size in float16).
 
-    The weights are rounded to ``dtype``, the validation scores are recomputed with the rounded
-    weights (loaded back into the float32 model, as ``resolve_model(weights=...)`` does) and
-    written to the metadata; the run's own scores stay as ``run_val_top1_*``.
+    The weights are rounded to ``dtype``, the validation scores on ``track`` are recomputed with
+    the rounded weights (loaded back into the float32 model, as ``resolve_model(weights=...)``
+    does) and written to the metadata; the run's own scores stay as ``run_val_top1_*``. A
+    checkpoint trained on another track with the same cube (one synthetic-stream run serving
+    easy, hard and histology) keeps that track as ``trained_on_track``.
     """
     from safetensors.torch import save_file
 
@@ -385,6 +388,8 @@ def export_weights(
     meta = read_metadata(src)
     for key in ("val_top1_high", "val_top1_low"):
         meta[f"run_{key}"] = meta.get(key, "")
+    if meta.get("track", track) != track:
+        meta["trained_on_track"], meta["track"] = meta["track"], track
     meta.update({k: str(v) for k, v in scores.items()}, weights_dtype=dtype)
     with atomic_path(Path(dst)) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)

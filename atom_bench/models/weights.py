@@ -110,7 +110,7 @@ def describe_training(metadata: Mapping[str, str]) -> str | None:
     where = f" (dataset {dataset[:12]})" if dataset else ""
     if "n_train" in metadata:  # a count-built model: nothing was optimised
         return f"label counts of the {track} train split, {metadata['n_train']} samples{where}"
-    parts = [f"{track} train volumes"]
+    parts = [f"{metadata.get('trained_on_track') or track} train volumes"]
     if metadata.get("source"):
         parts.append(f"{metadata['source']} source")
     if metadata.get("step"):

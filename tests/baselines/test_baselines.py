@@ -163,3 +163,20 @@ def test_losses() -> None:
     torch.testing.assert_close(asymmetric_loss(logits, target, reduction="sum"), 2 * asymmetric_loss(logits, target))
     torch.testing.assert_close(cross_entropy(logits, target), torch.nn.functional.cross_entropy(logits, target))
     torch.testing.assert_close(cross_entropy(logits, y), cross_entropy(logits, target))
+
+
+def test_regismcan_similarity_term_compares_slice_and_blocks() -> None:
+    from baselines.regismcan import create_model as create_regismcan
+
+    torch.manual_seed(0)
+    plain, _ = create_regismcan(20, (4, 4))
+    model, meta = create_regismcan(20, (4, 4), similarity=True)
+    assert not plain.similarity and "similarity" in meta.notes
+    extra = {"slice_query.weight", "slice_query.bias", "coarse_key.weight", "coarse_key.bias", "fine_key.weight", "fine_key.bias", "similarity_scale"}
+    assert set(model.state_dict()) - set(plain.state_dict()) == extra
+    volumes, slices = torch.rand(2, 1, 20, 20, 20), torch.rand(2, 1, 4, 4)
+    logits = model(volumes, slices)
+    assert logits.high.shape == (2, 27) and logits.low.shape == (2, 729)
+    model.similarity_scale.data += 1.0  # the term's weight moves every block's logit differently
+    moved = model(volumes, slices)
+    assert not torch.allclose(moved.high - moved.high.mean(1, keepdim=True), logits.high - logits.high.mean(1, keepdim=True))
