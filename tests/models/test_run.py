@@ -112,3 +112,16 @@ def test_a_model_file_in_the_working_directory_is_suggested(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--model", "my_model", "--track", "easy"]) == 2
     assert "pass it as a file: --model ./my_model.py" in capsys.readouterr().err
+
+
+def test_shipped_matcher_weights_lose_accuracy_when_the_volume_is_swapped(small_bench, tmp_path):
+    """The matcher's shipped weights (trained on atom-mini's synthetic stream) on another, small
+    real build (nibabel's scans): each slice scored against another volume loses accuracy."""
+    from atom_bench.models.registry import get_model
+
+    weights = get_model("matcher").weights_for("hard").path
+    # test_seen: two volumes, so each slice can be given the other one (test_unseen holds one)
+    scores, _ = evaluate_model("matcher", "hard", "test_seen", weights=weights, root=small_bench, out=tmp_path / "m.parquet")
+    swapped = scores["volume_reliance"]["swapped"]
+    assert swapped["drop_high"]["value"] > 0 and swapped["changed_high"] > 0.3
+    assert scores["volume_reliance"]["blank"]["drop_high"]["value"] > 0
