@@ -17,7 +17,7 @@ setup: $(BIN)/python
 
 demo: setup
 	$(BIN)/atom-bench info
-	$(BIN)/atom-bench evaluate
+	$(BIN)/atom-bench evaluate --model matcher
 
 test: setup
 	$(BIN)/python -m pytest -n 2

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,7 +58,6 @@ from torch import Tensor, nn
 from atom_bench.core.labels import N_HIGH, N_LOW, low_label
 from atom_bench.models.protocol import Logits, ModelMeta, count_parameters
 from atom_bench.models.registry import Capabilities, register_model
-from atom_bench.models.weights import Weights
 from baselines._blocks import LearnedLocator, check_inputs, consecutive_runs
 from baselines._weights import shipped
 
@@ -125,18 +123,6 @@ def block_logits(scores: Tensor, size: int) -> Logits:
     low = torch.logsumexp(padded[:, fine], dim=-1) - log_low
     high = torch.logsumexp(padded[:, coarse], dim=-1) - log_high
     return Logits(high, low)
-
-
-def shipped_present(name: str, tracks: tuple[str, ...]) -> tuple[Weights, ...]:
-    """``shipped(name, tracks)`` less the files not (yet) in ``baselines/weights/``.
-
-    The registry loads a track's declared weights whenever none are given, and a declared file
-    that does not exist makes every evaluation of the model on that track fail (and the
-    registry's shipped-weights tests with it); until weights are trained for shipping, a track
-    without its file runs the untrained model, as for any model without shipped weights.
-    """
-    here = Path(__file__).resolve().parent
-    return tuple(w for w in shipped(name, tracks) if (here / w.file).is_file())
 
 
 def _conv3d(c_in: int, c_out: int, stride: int = 1) -> nn.Conv3d:
@@ -242,7 +228,7 @@ class DescriptorMatcher(LearnedLocator):
     capabilities=Capabilities(trainable=True, uses_volume=True),
     licence="MIT",
     reference="localisation-notes.md section 5 (dense descriptor matching)",
-    weights=shipped_present("matcher", TRACKS),
+    weights=shipped("matcher", TRACKS),
 )
 def create_model(
     volume_size: int | None = None,

@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--tracks", nargs="+", default=list(TRACK_NAMES))
     parser.add_argument("--splits", nargs="+", default=list(SPLITS))
     parser.add_argument("--no-leaderboard", action="store_true", help="do not regenerate leaderboards/ at the end")
+    parser.add_argument("--no-diagnostic", action="store_true", help="skip the volume-swap diagnostic on test splits too (halves a search's cost)")
     args = parser.parse_args()
     console = Console()
     bench = Benchmark.open()
@@ -61,7 +62,7 @@ def main() -> None:
                 if split == "train" and not fitted:
                     continue
                 start = time.perf_counter()
-                scores, path = evaluate_model(model, track, split, diagnostic=split in TEST_SPLITS)
+                scores, path = evaluate_model(model, track, split, diagnostic=split in TEST_SPLITS and not args.no_diagnostic)
                 submit_evaluation(scores, path, f"{model}-{split}", force=True, meta=authorship(entry))
                 top1 = scores["metrics"]["top1_high"]["value"]
                 drop = scores.get("volume_reliance", {}).get("swapped", {}).get("drop_high", {}).get("value")

@@ -27,9 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "baselines" / "weights"
 CHANCE_HIGH, CHANCE_LOW = 1 / N_HIGH, 1 / N_LOW
 # Presentation only: the order of the cards within a track (other models follow, in registry order).
-CARD_ORDER = ("regismcan", "cnn", "vit", "released", "prior")
+CARD_ORDER = ("matcher", "regismcan", "cnn", "vit", "released", "prior")
 # Prose a card adds for one model (what the metadata cannot say).
 NOTES = {
+    "matcher": (
+        "- Trained on synthetic subjects only (`--source synthetic`: new anatomy, contrast, bias and noise per draw "
+        "from the four training volumes), so the learned part is the matching, not the anatomy; checkpoint chosen on "
+        "the real validation volumes. Every block score is a comparison of the slice with the volume (no position "
+        "term): a blank volume gives uniform scores. The loss was still falling when the 30-minute budget ran out."
+    ),
+    "regismcan": (
+        "- Not retrained for atom-mini 1.2: two runs on the `hard` synthetic stream (with and without the "
+        "optional slice-block similarity term, `similarity=True`) stayed at the prior on validation after 350-400 "
+        "steps (about 10 minutes each, coarse top-1 0.25-0.34, the prior's 0.34) and were stopped; these are the 1.0 stream weights."
+    ),
     "released": (
         "- Only `paper`: the released architecture is defined for S = 20 and 4 x 4 slices. Our generalisation "
         "keeps its patch at half the cube (P = S/2, embedding width P^3), so the parameter count grows as S^6: "

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from atom_bench.core import labels
 from atom_bench.models.diagnostics import volume_swap_diagnostic
-from atom_bench.models.registry import resolve_model
+from atom_bench.models.registry import get_model, resolve_model
 from atom_bench.models.run import build_model, load_inputs
 from atom_bench.models.train import read_log, train
 from baselines import matcher
@@ -152,14 +152,10 @@ def test_volume_features_run_once_per_distinct_consecutive_volume() -> None:
     torch.testing.assert_close(together, one_by_one, rtol=1e-4, atol=1e-4)
 
 
-def test_without_shipped_files_the_model_builds_untrained() -> None:
-    # a declared weights file that is not there would make build_model fail: only present ones are declared
-    declared = matcher.shipped_present("matcher", matcher.TRACKS)
-    assert all(w.path.is_file() for w in declared)
-    missing = next((t for t in matcher.TRACKS if t not in {w.track for w in declared}), None)
-    if missing is None:
-        pytest.skip("weights are shipped for every track")
-    model, meta = build_model("baselines.matcher", missing, None)
+def test_shipped_weights_cover_the_64_cube_tracks_and_paper_builds_untrained() -> None:
+    entry = get_model("matcher")
+    assert {w.track for w in entry.weights} == set(matcher.TRACKS) and all(w.path.is_file() for w in entry.weights)
+    model, meta = build_model("matcher", "paper", None)  # no paper weights: the untrained model
     assert isinstance(model, matcher.DescriptorMatcher) and meta.weights_file is None and meta.uses_volume is True
 
 
