@@ -10,7 +10,7 @@
 #   bash scripts/train_baselines.sh                       # every recipe
 #   ONLY="matcher" bash scripts/train_baselines.sh        # the recipes of some models
 # Shipped weights not listed here were trained by an earlier recipe: regismcan, cnn, vit and
-# released with `--source stream --loss asl|ce --batch-size 32 --steps-per-epoch 40` for 9 minutes
+# released with `--source stream --loss asl|ce --batch-size 32 --steps-per-epoch 40` for 7 minutes
 # per track on atom-mini 1.0 (their cards give the commands; re-stamped for 1.2 by
 # scripts/restamp_weights.py, the train split being byte-identical).
 set -euo pipefail

@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import platform
+import re
 from pathlib import Path
 
 from safetensors import safe_open
@@ -106,6 +107,24 @@ def _majority(track: str) -> tuple[float, float]:
     return np.bincount(high).max() / len(high), np.bincount(low).max() / len(low)
 
 
+def _previous_sections(path: Path) -> dict[str, dict[str, str]]:
+    """The earlier card's lines about each file's training run (command, seed/steps/wall time,
+    training log), keyed by file name: weights that were not retrained keep them, since their run
+    directories are not part of the repository."""
+    if not path.is_file():
+        return {}
+    sections: dict[str, dict[str, str]] = {}
+    for block in path.read_text(encoding="utf-8").split("\n## ")[1:]:
+        name, *lines = block.splitlines()
+        keep = {}
+        for line in lines:
+            for key in ("- Command:", "- Seed", "- Training log"):
+                if line.startswith(key):
+                    keep[key] = line
+        sections[name.strip()] = keep
+    return sections
+
+
 def _validation_text() -> str:
     """What the validation split is, from the benchmark (volumes and slices per track)."""
     from atom_bench.data.benchmark import Benchmark
@@ -144,6 +163,7 @@ def main() -> None:
     args = parser.parse_args()
 
     files = shipped_weights()
+    previous = _previous_sections(args.out)
     table, sections, learned, above, over_chance = [], [], 0, 0, 0
     for entry, weights in files:
         model, track, path = entry.name, weights.track, weights.path
@@ -153,6 +173,7 @@ def main() -> None:
         stem = f"{model}-{trained_on}"
         rows = _log(args.runs, stem)
         recorded = args.runs / stem / "command.txt"
+        earlier = previous.get(path.name, {}) if not rows else {}
         high, low = float(meta["val_top1_high"]), float(meta["val_top1_low"])
         beats = f"{'yes' if high > CHANCE_HIGH else 'NO'} / {'yes' if low > CHANCE_LOW else 'NO'}"
         maj_high, maj_low = _majority(track)
@@ -168,7 +189,10 @@ def main() -> None:
             how = "label counts of the `train` split (no optimisation)"
         else:
             steps, wall = (rows[-1]["step"], f"{float(rows[-1]['seconds']):.1f}") if rows else (meta.get("step", "?"), meta.get("seconds", "?"))
-            command = recorded.read_text(encoding="utf-8").strip() if recorded.is_file() else (
+            if "- Seed" in earlier:  # the earlier card knew the whole run, not only the kept epoch
+                found = re.search(r"steps (\S+); wall time (\S+) s", earlier["- Seed"])
+                steps, wall = found.groups() if found else (steps, wall)
+            command = recorded.read_text(encoding="utf-8").strip() if recorded.is_file() else earlier.get("- Command:", "").removeprefix("- Command: `").removesuffix("`") or (
                 f"OMP_NUM_THREADS=1 atom-bench train --model {model} --track {trained_on} --epochs {args.epochs} "
                 f"--steps-per-epoch {args.steps} --loss {meta.get('loss')} --seed {meta['seed']} --max-minutes {args.minutes} "
                 f"--out runs/{stem}"
@@ -196,14 +220,14 @@ def main() -> None:
         if not counted:
             notes.append("- Training log (per epoch): " + ", ".join(
                 f"{r['epoch']}: {float(r['val_top1_high']):.3f}/{float(r['val_top1_low']):.3f}" for r in rows
-            ) + " (val top-1 high/low)." if rows else "- Training log: not available.")  # fmt: skip
+            ) + " (val top-1 high/low)." if rows else earlier.get("- Training log", "- Training log: not available."))  # fmt: skip
         sections.append("\n".join([
             f"## {path.name}", "",
             f"- Model `{model}`, track `{track}`" + (f" (trained and selected on `{trained_on}`)" if trained_on != track else "")
             + f", {shown_params} {'' if counted else 'parameters'}; {how}.".replace("  ", " "),
             *([f"- Data note: {meta['dataset_note']}"] if meta.get("dataset_note") else []),
             f"- Command: `{command}`",
-            f"- Seed {meta['seed']}; steps {steps}; wall time {wall} s; machine: {args.machine}.",
+            earlier.get("- Seed") or f"- Seed {meta['seed']}; steps {steps}; wall time {wall} s; machine: {args.machine}.",
             f"- Validation top-1 high **{high:.4f}**, low **{low:.4f}** "
             f"(chance {CHANCE_HIGH:.4f} / {CHANCE_LOW:.4f}; float32 checkpoint {float(meta.get('run_val_top1_high') or high):.4f} / "
             f"{float(meta.get('run_val_top1_low') or low):.4f}).",
