@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import atom_bench
 from atom_bench.errors import PredictionError
+from atom_bench.data.benchmark import Benchmark
 from atom_bench.eval import predictions as P
 from tests.eval.fixtures import make_predictions, make_tables
 
@@ -406,8 +407,9 @@ def test_a_plain_pandas_file_is_scored_when_track_and_split_are_given(tmp_path, 
     with pytest.raises(PredictionError, match="records no split it was made for; pass track and split"):
         score_file(path)
     result = score_file(path, track="hard", split="test_unseen")
-    assert result["n_samples"] == 256 and result["dataset_revision"] and len(result["manifest_sha256"]) == 64
-    assert len(P.validate_predictions(path, "hard", "test_unseen")) == 256
+    n = len(Benchmark.open().sample_ids("hard", "test_unseen"))
+    assert result["n_samples"] == n and result["dataset_revision"] and len(result["manifest_sha256"]) == 64
+    assert len(P.validate_predictions(path, "hard", "test_unseen")) == n
 
 
 def test_metadata_a_file_records_must_agree_with_the_given_split(tmp_path):
