@@ -167,7 +167,9 @@ def main() -> None:
         ("regismcan", 64, (16, 16), 16, {}),
         ("cnn", 64, (16, 16), 16, {}),
         ("vit", 64, (16, 16), 16, {}),
+        ("matcher", 64, (16, 16), 16, {}),
         ("search", 64, (16, 16), 32, {}),
+        ("search-cr", 64, (16, 16), 32, {}),
         ("search", 32, (16, 16), 32, {}),
         ("released", 20, (4, 4), 16, {"volume_size": 20, "slice_shape": (4, 4)}),
         ("released", 32, (16, 16), 4, {"volume_size": 32, "slice_shape": (16, 16)}),
@@ -236,7 +238,7 @@ def main() -> None:
             "volume of a batch once). slices/s = batch / best wall time of `predict` over the repeats; *first batch* "
             "is the first timed call after a warm-up on another volume. The search is training-free: per distinct "
             "volume it resamples the candidate planes once (dense NCC over orientations at a cube side of at most 20 "
-            "for the oblique ones, 48 for the axis views) and keeps them in a bounded cache, so the first batch on a "
+            "for the oblique ones, 64 for the axis views with NCC, 48 with the correlation ratio) and keeps them in a bounded cache, so the first batch on a "
             "volume pays for the resampling and later batches only for the correlation and the per-slice "
             "refinement.\n\n"
             f"{inference_table}\n\n"
