@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("bench_slicing", "bench_build", "bench_refusal", "bench_scoring", "bench_models", "bench_evaluate", "bench_search")
+SCRIPTS = ("bench_slicing", "bench_build", "bench_refusal", "bench_scoring", "bench_models", "bench_evaluate", "bench_search", "bench_synthetic")
 
 
 def main() -> int:
