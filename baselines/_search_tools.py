@@ -346,6 +346,7 @@ def chunk_ncc(chunk: Chunk, weights: Tensor, t_norm: Tensor) -> Tensor:
         ncc[nearly_flat] = ncc[nearly_flat].masked_fill_(below, 0.0)
     return ncc
 
+
 def chunk_cr(chunk: Chunk, t: Tensor, t_sq: Tensor, n_bins: int) -> Tensor:
     """Correlation ratio ``(M, K)`` of every candidate window of ``chunk`` (bins in
     ``chunk.planes``, ``n_bins`` bins) with the zero-mean slices ``t (K, hc, wc)`` of sums of squares ``t_sq (K,)``."""

@@ -217,6 +217,7 @@ class PoseSearch(nn.Module):
         t = torch.stack([image - image.mean() for image in images])
         t_norm = torch.stack([x.norm() for x in t])
         weights = t / torch.where(t_norm > 0, t_norm, 1.0)[:, None, None]  # NCC = (window . weights) / std
+        t_sq = (t * t).sum(dim=(1, 2))
         block = torch.full((N_LOW, k), -1.0)
         values, frames, centers = [], [], []  # per frame with candidates: best value and window, per slice
         for chunk in family.chunks:
@@ -225,7 +226,7 @@ class PoseSearch(nn.Module):
             if self.similarity == "ncc":
                 sim = chunk_ncc(chunk, weights, t_norm)
             else:
-                sim = chunk_cr(chunk, t, (t * t).sum(dim=(1, 2)), self.n_bins)
+                sim = chunk_cr(chunk, t, t_sq, self.n_bins)
             block.scatter_reduce_(0, chunk.labels.long()[:, None].expand(-1, k), sim, reduce="amax")
             for f in range(len(chunk.frame_ids)):
                 s, e = chunk.frame_starts[f], chunk.frame_starts[f + 1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import platform
@@ -91,6 +92,7 @@ def _n_params(path: Path) -> int:
     return n
 
 
+@functools.cache  # one read of each track's validation labels, not one per weights file
 def _majority(track: str) -> tuple[float, float]:
     """Top-1 of the constant answer: the most frequent validation label (high, low)."""
     import numpy as np

@@ -86,18 +86,27 @@ def stream_batches(
     groups = max(1, min(volumes_per_batch, batch_size))
     sizes = [batch_size // groups + (i < batch_size % groups) for i in range(groups)]
     while True:
-        vols, slices, high, low = [], [], [], []
+        groups = []
         for count in sizes:
             volume = volumes[ids[rng.integers(len(ids))]]
             if augment:
                 volume = cube_symmetry(volume, rng.permutation(3), rng.integers(0, 2, size=3))
             poses = sample_poses(spec, volume, count, rng)
-            columns = render_samples(spec, volume, poses, rng.integers(0, 2**31 - 1, size=count))
-            vols.append(torch.from_numpy(volume.data)[None, None].expand(count, 1, *volume.data.shape))
-            slices.append(torch.as_tensor(np.stack(columns["slice"]), dtype=torch.float32)[:, None])
-            high.append(torch.as_tensor(columns["high_label"], dtype=torch.long))
-            low.append(torch.as_tensor(columns["low_label"], dtype=torch.long))
-        yield torch.cat(vols), torch.cat(slices), torch.cat(high), torch.cat(low)
+            groups.append((volume, render_samples(spec, volume, poses, rng.integers(0, 2**31 - 1, size=count))))
+        yield batch_of_groups(groups)
+
+
+def batch_of_groups(groups: Sequence[tuple[Volume, dict[str, list]]]) -> Batch:
+    """One batch from groups of rendered samples, each ``(the volume the model is given, its
+    render_samples columns)``: every slice of a group is paired with its group's volume."""
+    vols, slices, high, low = [], [], [], []
+    for volume, columns in groups:
+        count = len(columns["slice"])
+        vols.append(torch.from_numpy(volume.data)[None, None].expand(count, 1, *volume.data.shape))
+        slices.append(torch.as_tensor(np.stack(columns["slice"]), dtype=torch.float32)[:, None])
+        high.append(torch.as_tensor(columns["high_label"], dtype=torch.long))
+        low.append(torch.as_tensor(columns["low_label"], dtype=torch.long))
+    return torch.cat(vols), torch.cat(slices), torch.cat(high), torch.cat(low)
 
 
 def skip(batches: Iterator[T], n: int) -> Iterator[T]:

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from atom_bench.core.tracks import TRACK_NAMES, Poses, render_samples, sample_poses
 from atom_bench.core.volumes import Volume, quantise
-from atom_bench.models.batches import Batch, cube_symmetry
+from atom_bench.models.batches import Batch, batch_of_groups, cube_symmetry
 
 __all__ = ["SynthSettings", "SyntheticDraw", "SyntheticSource", "SyntheticSubject", "generation_labels", "synthesize",
            "synthetic_batches"]
@@ -278,13 +278,7 @@ class SyntheticSource:
         rng = np.random.default_rng([self.seed, TRACK_NAMES.index(self.track), 2, index])
         ids = list(self.volumes)
         subjects = tuple(self.subject(ids[rng.integers(len(ids))], rng, count) for count in self.sizes)
-        vols, slices, high, low = [], [], [], []
-        for subject, count in zip(subjects, self.sizes, strict=True):
-            vols.append(torch.from_numpy(subject.volume.data)[None, None].expand(count, 1, *subject.volume.data.shape))
-            slices.append(torch.as_tensor(np.stack(subject.columns["slice"]), dtype=torch.float32)[:, None])
-            high.append(torch.as_tensor(subject.columns["high_label"], dtype=torch.long))
-            low.append(torch.as_tensor(subject.columns["low_label"], dtype=torch.long))
-        return SyntheticDraw(index, (torch.cat(vols), torch.cat(slices), torch.cat(high), torch.cat(low)), subjects)
+        return SyntheticDraw(index, batch_of_groups([(subject.volume, subject.columns) for subject in subjects]), subjects)
 
     def batch(self, index: int) -> Batch:
         """The ``(volumes, slices, high, low)`` tensors of batch ``index``."""
