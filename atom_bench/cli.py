@@ -274,6 +274,8 @@ def train(
     augment: Annotated[bool, typer.Option(metavar="", help="Stream and synthetic: each batch group's volume under a random cube symmetry (48).")] = True,
     volumes_per_batch: Annotated[int, typer.Option(help="Stream and synthetic: distinct training volumes (subjects) per batch.")] = 4,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-time budget; the run stops, scored and saved, when it runs out.")] = None,
+    slice_contrast: Annotated[str, typer.Option(help="Synthetic source on histology: independent (a second contrast of the subject) or same (the volume itself; only the track's remap differs).")] = "independent",
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Warm start: a .safetensors file of the same model to start from (recorded in the weights).")] = None,
     root: RootOpt = None,
 ) -> None:
     """Train a model on a track's training volumes; keep the best checkpoint on validation."""
@@ -281,11 +283,13 @@ def train(
 
     from rich.markup import escape
 
+    from atom_bench.models.synthetic import SynthSettings
     from atom_bench.models.train import check_settings
     from atom_bench.models.train import train as run_train
 
     check_settings(model, source, loss, volumes_per_batch, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                    lr=lr, max_minutes=max_minutes)  # fail before the progress bar starts
+    synthetic = SynthSettings(slice_contrast=slice_contrast)
     out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with _progress() as progress:
@@ -293,7 +297,7 @@ def train(
         summary = run_train(
             model, track, out=out, root=root, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
             lr=lr, seed=seed, source=source, max_minutes=max_minutes, loss=loss, augment=augment,
-            volumes_per_batch=volumes_per_batch,
+            volumes_per_batch=volumes_per_batch, init_from=init_from, synthetic=synthetic,
             on_step=lambda step, total: progress.update(task, completed=step),
         )  # fmt: skip
     if rank0:

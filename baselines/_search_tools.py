@@ -210,7 +210,7 @@ class VolumeWindows:
     """Everything the coarse stage needs from one volume, for one slice shape (cached)."""
 
     families: list[Family]
-    edges: Tensor | None = None  # inner intensity bin edges (correlation ratio), else None
+    edges: Tensor | None = None  # inner intensity bin edges of the refinement (correlation ratio), else None
 
     @property
     def nbytes(self) -> int:
@@ -350,6 +350,12 @@ def chunk_ncc(chunk: Chunk, weights: Tensor, t_norm: Tensor) -> Tensor:
 def chunk_cr(chunk: Chunk, t: Tensor, t_sq: Tensor, n_bins: int) -> Tensor:
     """Correlation ratio ``(M, K)`` of every candidate window of ``chunk`` (bins in
     ``chunk.planes``, ``n_bins`` bins) with the zero-mean slices ``t (K, hc, wc)`` of sums of squares ``t_sq (K,)``."""
+    between = _dense_between(chunk, t, n_bins) if chunk.dense else _sparse_between(chunk, t, n_bins)
+    return between.mul_(torch.where(t_sq > 0, 1.0 / t_sq.clamp(min=1e-30), torch.zeros(()))[None, :])
+
+
+def _dense_between(chunk: Chunk, t: Tensor, n_bins: int) -> Tensor:
+    """``sum_k S_k^2 / n_k`` ``(M, K)`` for a dense chunk: one correlation of whole planes per bin."""
     _, hc, wc = t.shape
     index = chunk.index.long()
     between = torch.zeros(len(index), len(t))
@@ -365,5 +371,27 @@ def chunk_cr(chunk: Chunk, t: Tensor, t_sq: Tensor, n_bins: int) -> Tensor:
         between.addcmul_(sums, sums / count.clamp(min=1)[:, None])
         rest_sum.sub_(sums)
         rest_count.sub_(count)
-    between.addcmul_(rest_sum, rest_sum * ((rest_count > 0) / rest_count.clamp(min=1))[:, None])
-    return between.mul_(torch.where(t_sq > 0, 1.0 / t_sq.clamp(min=1e-30), torch.zeros(()))[None, :])
+    return between.addcmul_(rest_sum, rest_sum * ((rest_count > 0) / rest_count.clamp(min=1))[:, None])
+
+
+def _sparse_between(chunk: Chunk, t: Tensor, n_bins: int) -> Tensor:
+    """``sum_k S_k^2 / n_k`` ``(M, K)`` for a sparse chunk: each candidate window's bins are gathered
+    once and summed per bin with one matrix product (the per-bin correlations of the dense path
+    would gather every window ``n_bins - 1`` times)."""
+    k, hc, wc = t.shape
+    index = chunk.index.long()
+    rows, cols = chunk.planes.shape[1] - hc + 1, chunk.planes.shape[2] - wc + 1
+    plane, row, col = torch.unravel_index(index, (len(chunk.planes), rows, cols))
+    windows = chunk.planes.unfold(1, hc, 1).unfold(2, wc, 1)  # (P, rows, cols, hc, wc) uint8, a view
+    flat_t = t.reshape(k, -1).T  # (hc * wc, K)
+    between = torch.empty(len(index), k)
+    step = max(1, (1 << 22) // (hc * wc * k))  # at most 16 MB of gathered slice pixels at a time
+    for s in range(0, len(index), step):
+        e = min(len(index), s + step)
+        m = e - s
+        bins = windows[plane[s:e], row[s:e], col[s:e]].reshape(m, hc * wc).long()
+        slot = (torch.arange(m)[:, None] * n_bins + bins).reshape(-1)  # (window, bin) of every pixel
+        sums = torch.zeros(m * n_bins, k).index_add_(0, slot, flat_t.repeat(m, 1)).reshape(m, n_bins, k)
+        counts = torch.bincount(slot, minlength=m * n_bins).reshape(m, n_bins).float()
+        between[s:e] = (sums * sums / counts.clamp(min=1)[:, :, None]).sum(dim=1)
+    return between

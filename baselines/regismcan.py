@@ -22,6 +22,18 @@ What the paper describes and the released code does not do (``original-atom-spec
    the prior's 0.34), as did the model without it (400 steps), so no shipped weights use it;
    ``MODEL_CARDS.md`` and issue notes give the runs.
 
+6. **Matching term (our addition, not in the paper; model ``regismcan-match``).** The dense
+   descriptor matcher of :mod:`baselines.matcher` inside the model: its block logits (log-mean-exp
+   of the cosines of a slice embedding with 3D descriptors at 32^3 positions) are added to the
+   co-attention logits, shifted by their mean over the coarse blocks so that the sum starts at the
+   co-attention heads' prior-probability bias. The matcher has no position term, so this term is a
+   comparison of slice and volume by construction; the co-attention on top may still learn where
+   slices usually are. Trained from a warm start: the matcher's shipped weights in ``matcher.*``,
+   the co-attention at its seed-0 initialisation (``scripts/warm_start_regismcan_match.py``), then
+   the whole model with the paper's asymmetric loss; ``MODEL_CARDS.md`` says which weights it
+   started from. Much of what it localises comes from this term: the leaderboards' ``matcher``
+   rows show the term alone.
+
 All attention uses ``scaled_dot_product_attention`` and the token counts are fixed by the block
 grid (27, 27 x 27, 16 slice tokens), so memory grows only through the conv stem, linearly in
 ``S^3``; the parameter count does not depend on ``S`` or on the slice size.
@@ -52,14 +64,16 @@ from baselines._blocks import (
     grid_to_label_order,
 )
 from baselines._weights import shipped
+from baselines.matcher import DescriptorMatcher
 
 
 class RegisMCAN(LearnedLocator):
     """Corrected RegisMCAN (MCAN encoder-decoder with block-token readout)."""
 
     def __init__(
-        self, dim: int = 64, heads: int = 4, slice_depth: int = 2, coarse_depth: int = 2, fine_depth: int = 1, similarity: bool = True
-    ) -> None:
+        self, dim: int = 64, heads: int = 4, slice_depth: int = 2, coarse_depth: int = 2, fine_depth: int = 1, similarity: bool = True,
+        matching: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.slice_encoder = SliceEncoder(dim)
         self.slice_blocks = nn.ModuleList(SABlock(dim, heads) for _ in range(slice_depth))
@@ -84,6 +98,7 @@ class RegisMCAN(LearnedLocator):
             self.slice_query = nn.Linear(dim, 2 * dim)  # pooled slice -> a query for each stage
             self.coarse_key, self.fine_key = nn.Linear(dim, dim), nn.Linear(dim, dim)
             self.similarity_scale = nn.Parameter(torch.full((2,), math.log(5.0)))
+        self.matcher = DescriptorMatcher() if matching else None
 
     def _similarity(self, query: Tensor, tokens: Tensor, key: nn.Linear, scale: Tensor) -> Tensor:
         """Scaled cosine of ``query (B, d)`` with every token ``(B, ..., d)``: ``(B, ...)``."""
@@ -118,6 +133,10 @@ class RegisMCAN(LearnedLocator):
             fine_tokens = self.fine_norm(fine).reshape(b, N_HIGH, N_HIGH, d)
             sub = sub + self._similarity(q_fine, fine_tokens, self.fine_key, self.similarity_scale[1])
         low = (high[:, :, None] + sub).reshape(b, N_LOW)
+        if self.matcher is not None:
+            match = self.matcher(volumes, slices)
+            shift = match.high.mean(dim=1, keepdim=True)  # one constant per slice: the softmax of each level is unchanged
+            high, low = high + match.high - shift, low + match.low - shift
         return Logits(high, low)
 
 
@@ -142,12 +161,41 @@ def create_model(
     """Factory: ``(model, meta)``. ``volume_size`` and ``slice_shape`` are accepted and ignored:
     the architecture is the same for every cube and slice size. ``similarity`` adds the direct
     slice-block comparison (module docstring); the shipped weights were trained without it."""
-    model = RegisMCAN(dim, heads, slice_depth, coarse_depth, fine_depth, similarity)
+    return _build("regismcan", RegisMCAN(dim, heads, slice_depth, coarse_depth, fine_depth, similarity))
+
+
+MATCH_TRACKS = ("easy", "hard")  # histology: no matcher weights that localise to start from (MODEL_CARDS.md)
+
+
+@register_model(
+    "regismcan-match",
+    description="RegisMCAN plus a dense matching term (the matcher's descriptor comparison added to every block logit)",
+    capabilities=Capabilities(trainable=True, uses_volume=True),
+    licence="MIT",
+    reference="Wang et al. 2024, arXiv 2406.04105 (RegisMCAN); matching term: localisation-notes.md section 5",
+    weights=shipped("regismcan-match", MATCH_TRACKS),
+)
+def create_match(
+    volume_size: int | None = None,
+    slice_shape: tuple[int, int] | None = None,
+    dim: int = 64,
+    heads: int = 4,
+    slice_depth: int = 2,
+    coarse_depth: int = 2,
+    fine_depth: int = 1,
+) -> tuple[RegisMCAN, ModelMeta]:
+    """Factory of RegisMCAN with the matching term (module docstring, point 6): ``(model, meta)``;
+    ``volume_size`` and ``slice_shape`` are accepted and ignored."""
+    return _build("regismcan-match", RegisMCAN(dim, heads, slice_depth, coarse_depth, fine_depth, similarity=False, matching=True))
+
+
+def _build(name: str, model: RegisMCAN) -> tuple[RegisMCAN, ModelMeta]:
     meta = ModelMeta(
-        name="regismcan",
+        name=name,
         n_parameters=count_parameters(model),
         training_data="untrained",
         notes="corrected co-attention: block-token readout, 3D self-attention, residual+LayerNorm; ASL loss"
-        + ("; slice-block cosine similarity term" if similarity else ""),
+        + ("; slice-block cosine similarity term" if model.similarity else "")
+        + ("; dense matching term (the matcher's block logits)" if model.matcher is not None else ""),
     )
     return model, meta

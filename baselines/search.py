@@ -124,7 +124,8 @@ class PoseSearch(nn.Module):
     """The pose search behind the common ``predict`` interface (no parameters).
 
     ``similarity``: ``"ncc"`` or ``"cr"`` (correlation ratio with ``n_bins`` intensity bins, see
-    the module docstring). Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides;
+    the module docstring; ``coarse_bins``, default ``n_bins``, in the coarse stage, whose reduced
+    slices have fewer pixels to fill the bins). Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides;
     ``pixel_spacing``: of the slices) or pixels (``min_coarse_pixels``). ``temperature`` defaults
     to the similarity's (``TEMPERATURES``). ``cache_volumes`` and ``cache_bytes`` bound the cache
     of resampled volumes (see the module docstring).
@@ -146,13 +147,16 @@ class PoseSearch(nn.Module):
         cache_bytes: int = 1 << 30,
         similarity: str = "ncc",
         n_bins: int = 8,
+        coarse_bins: int | None = None,
     ) -> None:
         super().__init__()
         if similarity not in SIMILARITIES:
             raise ModelError(f"unknown similarity {similarity!r}: use one of {', '.join(SIMILARITIES)}", parameters=("similarity",))
-        if not 2 <= int(n_bins) <= 255:
-            raise ModelError(f"n_bins must be between 2 and 255, got {n_bins}", parameters=("n_bins",))
+        for name, value in (("n_bins", n_bins), ("coarse_bins", n_bins if coarse_bins is None else coarse_bins)):
+            if not 2 <= int(value) <= 255:
+                raise ModelError(f"{name} must be between 2 and 255, got {value}", parameters=(name,))
         self.similarity, self.n_bins = similarity, int(n_bins)
+        self.coarse_bins = int(n_bins if coarse_bins is None else coarse_bins)
         self.pixel_spacing = float(pixel_spacing)
         self.frames = candidate_frames(n_normals, n_rotations)
         # batch frames of similar bounding boxes together (cheaper coarse resampling)
@@ -178,8 +182,10 @@ class PoseSearch(nn.Module):
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
-        edges = intensity_bin_edges(volume, self.n_bins) if self.similarity == "cr" else None
-        windows = VolumeWindows([self._family_windows(volume, shape, ids, side, edges) for ids, side in self.families], edges)
+        edges = coarse_edges = None
+        if self.similarity == "cr":
+            edges, coarse_edges = intensity_bin_edges(volume, self.n_bins), intensity_bin_edges(volume, self.coarse_bins)
+        windows = VolumeWindows([self._family_windows(volume, shape, ids, side, coarse_edges) for ids, side in self.families], edges)
         self._cache[cache_key] = windows
         while self._cache and (len(self._cache) > self.cache_volumes or sum(w.nbytes for w in self._cache.values()) > self.cache_bytes):
             self._cache.popitem(last=False)
@@ -226,7 +232,7 @@ class PoseSearch(nn.Module):
             if self.similarity == "ncc":
                 sim = chunk_ncc(chunk, weights, t_norm)
             else:
-                sim = chunk_cr(chunk, t, t_sq, self.n_bins)
+                sim = chunk_cr(chunk, t, t_sq, self.coarse_bins)
             block.scatter_reduce_(0, chunk.labels.long()[:, None].expand(-1, k), sim, reduce="amax")
             for f in range(len(chunk.frame_ids)):
                 s, e = chunk.frame_starts[f], chunk.frame_starts[f + 1]

@@ -8,6 +8,8 @@ scripts run side by side). What is evaluated:
 
 - a model runs on the tracks whose cube it can be built for (its registry entry's
   ``max_volume_size``: the released architecture only fits the paper track's 20^3 cube);
+- a trainable model runs on the tracks it ships weights for (the matcher and regismcan-match
+  have none for the paper track);
 - a model with nothing to fit (no training, no label counts: chance, the searches) is not
   evaluated on ``train``: that split is a fourth sample of volumes for it, and the searches'
   cost is per slice;
@@ -58,6 +60,8 @@ def main() -> None:
         for track in args.tracks:
             if not capabilities.fits(bench.spec(track).size):
                 continue
+            if capabilities.trainable and entry.weights_for(track) is None:
+                continue  # an untrained model's row would say nothing about the baseline
             for split in args.splits:
                 if split == "train" and not fitted:
                     continue

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the shipped baseline weights in baselines/weights/ (CPU, two runs at a time, one torch
 # thread each). Each line of RECIPES is one training run:
-#   model  track-trained-on  source  loss  batch  minutes  tracks-shipped-for
+#   model  track-trained-on  source  loss  batch  minutes  lr  start  tracks-shipped-for
+# start is "-" (the seed's random weights) or "match": a warm start of regismcan-match from the
+# matcher's shipped weights of that track (scripts/warm_start_regismcan_match.py), so those
+# recipes run after the matcher's (WARM_RECIPES).
 # A run goes to runs/<model>-<track>/ (its exact command in command.txt); its best validation
 # checkpoint is exported as float16 to baselines/weights/<model>-<shipped track>.safetensors for
 # every shipped track (one checkpoint may serve several tracks of the same cube: validation is
@@ -21,15 +24,23 @@ ONLY=${ONLY:-}
 RUNS=${RUNS:-runs}
 WEIGHTS=baselines/weights
 RECIPES=(
-  "matcher hard synthetic ce 64 30 easy hard"
-  "matcher histology synthetic ce 64 30 histology"
+  "matcher hard synthetic ce 64 30 0.001 - easy hard"
+  "matcher histology synthetic ce 64 30 0.001 - histology"
+)
+WARM_RECIPES=(
+  "regismcan-match hard synthetic asl 64 30 0.0005 match hard"
+  "regismcan-match easy synthetic asl 64 30 0.0005 match easy"
 )
 
-learned() {  # model track source loss batch minutes shipped-tracks...
-  local m=$1 t=$2 source=$3 loss=$4 batch=$5 minutes=$6 dir="$RUNS/$1-$2"
-  shift 6
-  local cmd="atom-bench train --model $m --track $t --source $source --loss $loss --batch-size $batch --epochs 1000 --steps-per-epoch 50 --seed $SEED --max-minutes $minutes --out $dir"
+learned() {  # model track source loss batch minutes lr start shipped-tracks...
+  local m=$1 t=$2 source=$3 loss=$4 batch=$5 minutes=$6 lr=$7 start=$8 dir="$RUNS/$1-$2" init=""
+  shift 8
   mkdir -p "$dir"
+  if [[ $start == match ]]; then
+    python scripts/warm_start_regismcan_match.py --matcher "$WEIGHTS/matcher-$t.safetensors" --out "$RUNS/$m-$t-init.safetensors" --seed "$SEED"
+    init=" --init-from $RUNS/$m-$t-init.safetensors"
+  fi
+  local cmd="atom-bench train --model $m --track $t --source $source --loss $loss --batch-size $batch --epochs 1000 --steps-per-epoch 50 --lr $lr --seed $SEED --max-minutes $minutes$init --out $dir"
   echo "OMP_NUM_THREADS=1 $cmd" > "$dir/command.txt"
   $cmd > "$dir.txt" 2>&1
   for shipped in "$@"; do
@@ -37,16 +48,22 @@ learned() {  # model track source loss batch minutes shipped-tracks...
   done
 }
 
+run_all() {  # recipes...: two learned runs at a time, the next as soon as one finishes
+  local recipe
+  for recipe in "$@"; do
+    read -r -a fields <<< "$recipe"
+    if [[ -n $ONLY && " $ONLY " != *" ${fields[0]} "* ]]; then
+      continue
+    fi
+    while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
+    learned "${fields[@]}" &
+  done
+  wait
+}
+
 mkdir -p "$RUNS" "$WEIGHTS"
-for recipe in "${RECIPES[@]}"; do  # two learned runs at a time: start the next as soon as one finishes
-  read -r -a fields <<< "$recipe"
-  if [[ -n $ONLY && " $ONLY " != *" ${fields[0]} "* ]]; then
-    continue
-  fi
-  while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
-  learned "${fields[@]}" &
-done
-wait
+run_all "${RECIPES[@]}"
+run_all "${WARM_RECIPES[@]}"  # from the weights the first phase shipped
 if [[ -z $ONLY || " $ONLY " == *" prior "* ]]; then
   for t in paper easy hard histology; do  # "training" the prior is counting the train split's labels
     atom-bench train --model prior --track "$t" --out "$RUNS/prior-$t" > "$RUNS/prior-$t.txt" 2>&1

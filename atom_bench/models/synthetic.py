@@ -15,7 +15,8 @@ Gaussian mixture), then given a random bias field, blur and noise and rescaled t
 then come from the track's own sampler and renderer, so labels are those of the deformed geometry
 by construction. On ``histology`` the slice is cut from a second, independent contrast of the
 same deformed labels (a stained section differs from the scan it is matched to), then degraded as
-usual; on the other tracks it is cut from the volume the model is given.
+usual (``SynthSettings.slice_contrast="same"``: from the volume itself, so only the track's own
+remap separates the two); on the other tracks it is cut from the volume the model is given.
 
 Randomness: batch ``n`` of seed ``s`` depends only on ``(s, track, n)``: numpy draws come from
 ``np.random.default_rng([s, track index, 2, n])``, and TorchIO (which draws from torch's global
@@ -38,11 +39,13 @@ from scipy import ndimage
 
 from atom_bench.core.tracks import TRACK_NAMES, Poses, render_samples, sample_poses
 from atom_bench.core.volumes import Volume, quantise
+from atom_bench.errors import ModelError
 from atom_bench.models.batches import Batch, batch_of_groups, cube_symmetry
 
 __all__ = ["SynthSettings", "SyntheticDraw", "SyntheticSource", "SyntheticSubject", "generation_labels", "synthesize",
            "synthetic_batches"]
 
+SLICE_CONTRASTS = ("independent", "same")
 _REFERENCE_SIDE = 64  # deformation settings are in voxels of a 64^3 cube and scale with the side
 
 
@@ -67,6 +70,17 @@ class SynthSettings:
     bias_order: int = 2  # bias-field polynomial order (TorchIO's default 3 costs twice as much)
     blur: tuple[float, float] = (0.3, 1.0)  # Gaussian blur standard deviation range [voxels]
     noise: float = 0.04  # largest noise standard deviation (intensity units)
+    # histology only: what the slice is cut from before the track's degradations. "independent":
+    # a second contrast of the same deformed labels (a stain unrelated to the scan); "same": the
+    # volume the model is given, so the slice's contrast differs from it only by the track's own
+    # remap (what the histology splits do with real volumes)
+    slice_contrast: str = "independent"
+
+    def __post_init__(self) -> None:
+        if self.slice_contrast not in SLICE_CONTRASTS:
+            raise ModelError(
+                f"slice_contrast must be one of {', '.join(SLICE_CONTRASTS)}; got {self.slice_contrast!r}", parameters=("slice_contrast",)
+            )
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain numbers and lists (JSON-able)."""
@@ -259,8 +273,8 @@ class SyntheticSource:
 
     def subject(self, source_id: str, rng: np.random.Generator, count: int) -> SyntheticSubject:
         """A new subject from training volume ``source_id`` and ``count`` slices of it, drawn from ``rng``."""
-        histology = self.spec.histology
-        images, mask = synthesize(self.labels[source_id], int(rng.integers(2**63 - 1)), self.settings, 2 if histology else 1)
+        second = self.spec.histology and self.settings.slice_contrast == "independent"
+        images, mask = synthesize(self.labels[source_id], int(rng.integers(2**63 - 1)), self.settings, 2 if second else 1)
         base = self.volumes[source_id]
         volume = replace(base, volume_id=f"synthetic-{source_id}", data=images[0], mask=mask)
         cut_from = replace(volume, data=images[-1])

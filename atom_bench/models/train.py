@@ -73,7 +73,7 @@ from atom_bench.models.run import (
 )
 from atom_bench.models.sharding import Distributed, distributed
 from atom_bench.models.synthetic import SynthSettings, synthetic_batches
-from atom_bench.models.weights import read_safetensors, save_weights
+from atom_bench.models.weights import load_weights, read_safetensors, save_weights
 
 __all__ = [
     "CHANCE_HIGH", "CHANCE_LOW", "LOG_COLUMNS", "check_settings", "cube_symmetry", "export_weights", "read_log",
@@ -175,10 +175,15 @@ class _Settings:
     augment: bool
     volumes_per_batch: int
     synthetic: SynthSettings
+    init: dict[str, str] | None = None  # the weights a warm start began from (see :func:`initial_weights`)
 
     def synthetic_extra(self) -> dict[str, Any]:
-        """The synthetic settings, for runs on that source only (older run directories stay resumable)."""
-        return {"synthetic": self.synthetic.describe()} if self.source == "synthetic" else {}
+        """The synthetic settings and the warm start, for runs that have them (older run
+        directories stay resumable)."""
+        extra: dict[str, Any] = {"synthetic": self.synthetic.describe()} if self.source == "synthetic" else {}
+        if self.init is not None:
+            extra["init_from"] = self.init
+        return extra
 
     def config(self, world: int) -> dict[str, Any]:
         """What a resumed run must share with the run it continues."""
@@ -265,6 +270,26 @@ def _count_labels(resolved: ResolvedSpec, settings: _Settings, out: Path) -> dic
     return {"best": str(best), "epoch": 0, "step": 0, **scores, "seconds": seconds}
 
 
+def initial_weights(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The record of a warm start's weights file: its name, SHA-256 and what it was trained on
+    (:func:`~atom_bench.models.weights.describe_training`, from its own metadata)."""
+    import hashlib
+
+    from atom_bench.models.weights import describe_training, read_metadata
+
+    path = Path(path)
+    try:
+        meta = read_metadata(path)
+    except ModelError as error:
+        raise ModelError(f"init_from: {error}", parameters=("init_from",)) from error
+    return {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "trained_on": describe_training(meta) or "unknown (the file records no training run)",
+        "seconds": meta.get("seconds", ""),
+    }
+
+
 def _trainable_model(resolved: ResolvedSpec, track: str, root: Any) -> torch.nn.Module:
     model, _ = resolved.build(**track_kwargs(resolved, track, root))
     if not is_trainable(model):
@@ -290,6 +315,7 @@ def train(
     augment: bool = True,
     volumes_per_batch: int = 4,
     synthetic: SynthSettings | None = None,
+    init_from: str | os.PathLike[str] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model_spec`` on ``track``; returns the best epoch's validation scores and paths.
@@ -309,6 +335,10 @@ def train(
         augment / volumes_per_batch: stream and synthetic, see the module docstring.
         synthetic: what a synthetic subject draws (``SynthSettings()`` when ``None``); recorded
             in the checkpoint metadata and the run's config.
+        init_from: a safetensors file of the same model to start from instead of the seed's
+            random weights (a warm start, e.g. histology from the hard weights); loaded strictly,
+            and recorded (name, SHA-256, what it was trained on) in the run's config and every
+            checkpoint's metadata, so a card can say the run's total training.
         on_step: called as ``on_step(step, total_steps)`` after each step (progress bars).
 
     Raises:
@@ -319,8 +349,9 @@ def train(
         model_spec, source, loss, volumes_per_batch, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
         lr=lr, max_minutes=max_minutes,
     )  # fmt: skip
+    init = initial_weights(init_from) if init_from is not None else None
     settings = _Settings(model_spec, track, root, epochs, steps_per_epoch, batch_size, lr, seed, source, loss, augment, volumes_per_batch,
-                         synthetic if synthetic is not None else SynthSettings())  # fmt: skip
+                         synthetic if synthetic is not None else SynthSettings(), init)  # fmt: skip
     if resolved.entry is not None and resolved.entry.capabilities.needs_train_counts:
         return _count_labels(resolved, settings, out)
 
@@ -328,6 +359,11 @@ def train(
         started = time.monotonic()
         seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         model = _trainable_model(resolved, track, root)
+        if init_from is not None:
+            try:
+                load_weights(model, init_from)
+            except ModelError as error:
+                raise ModelError(f"init_from {init_from} does not fit {model_spec}: {error}", parameters=("init_from",)) from error
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         run = RunDirectory(out, settings.config(dist.world))
         progress = run.resume(model, optimizer) if resume else None

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,12 @@ def describe_training(metadata: Mapping[str, str]) -> str | None:
     >>> describe_training({"model": "cnn", "track": "hard", "source": "stream", "step": "840", "seed": "0",
     ...                    "dataset_hash": "cf73bbb78ea32eb7"})
     'hard train volumes, stream source, 840 steps, seed 0 (dataset cf73bbb78ea3)'
+
+    A warm-started run (``init_from`` in the metadata) says what its start had seen:
+
+    >>> describe_training({"track": "histology", "source": "synthetic", "step": "500", "seed": "0",
+    ...                    "init_from": '{"trained_on": "hard train volumes, synthetic source, 950 steps, seed 0"}'})
+    'histology train volumes, synthetic source, 500 steps, seed 0; initialised from weights trained on hard train volumes, synthetic source, 950 steps, seed 0'
     """
     track = metadata.get("track")
     if not track:
@@ -117,7 +124,14 @@ def describe_training(metadata: Mapping[str, str]) -> str | None:
         parts.append(f"{metadata['step']} steps")
     if metadata.get("seed"):
         parts.append(f"seed {metadata['seed']}")
-    return ", ".join(parts) + where
+    own = ", ".join(parts) + where
+    if metadata.get("init_from"):
+        try:
+            start = json.loads(metadata["init_from"]).get("trained_on", "unknown weights")
+        except (ValueError, AttributeError):
+            start = "unrecorded weights"
+        own += f"; initialised from weights trained on {start}"
+    return own
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:

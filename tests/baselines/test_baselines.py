@@ -180,3 +180,26 @@ def test_regismcan_similarity_term_compares_slice_and_blocks() -> None:
     model.similarity_scale.data += 1.0  # the term's weight moves every block's logit differently
     moved = model(volumes, slices)
     assert not torch.allclose(moved.high - moved.high.mean(1, keepdim=True), logits.high - logits.high.mean(1, keepdim=True))
+
+
+def test_regismcan_match_adds_the_matchers_block_logits() -> None:
+    from baselines.matcher import create_model as create_matcher
+    from baselines.regismcan import create_match
+
+    torch.manual_seed(0)
+    model, meta = create_match(64, (16, 16))
+    assert "matching term" in meta.notes and meta.name == "regismcan-match"
+    matcher, _ = create_matcher()
+    assert set(model.matcher.state_dict()) == set(matcher.state_dict())
+    volumes, slices = _batch(2, 64, (16, 16), seed=4)
+    model.eval()
+    with torch.no_grad():
+        both = model(volumes, slices)
+        term = model.matcher(volumes, slices)
+        model.matcher = None  # the co-attention alone
+        alone = model(volumes, slices)
+    shift = term.high.mean(dim=1, keepdim=True)
+    torch.testing.assert_close(both.high, alone.high + term.high - shift)
+    torch.testing.assert_close(both.low, alone.low + term.low - shift)
+    # one shift per slice for both levels: each level's ranking is the sum's, not the co-attention's
+    assert not torch.equal(both.high.argsort(dim=1), alone.high.argsort(dim=1))

@@ -156,6 +156,17 @@ def test_histology_slices_are_cut_from_an_independent_contrast():
         assert not np.array_equal(np.stack(from_given), np.stack(subject.columns["slice"]))
 
 
+def test_histology_slices_of_the_same_contrast_differ_only_by_the_track_degradations():
+    source = SyntheticSource("histology", seed=2, settings=SynthSettings(slice_contrast="same"), **SMALL)
+    for subject in source.draw(0).subjects:
+        np.testing.assert_array_equal(subject.slice_volume.data, subject.volume.data)
+        seeds = np.asarray(subject.columns["seed"])
+        np.testing.assert_array_equal(np.stack(render_samples(source.spec, subject.volume, subject.poses, seeds)["slice"]),
+                                      np.stack(subject.columns["slice"]))  # fmt: skip
+    with pytest.raises(ModelError, match="slice_contrast must be one of independent, same"):
+        SynthSettings(slice_contrast="stain")
+
+
 COMMON = {"source": "synthetic", "steps_per_epoch": 1, "batch_size": 8, "seed": 0}
 
 

@@ -204,3 +204,39 @@ def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, option, va
     out = tmp_path / "run"
     assert main(["train", "--model", "cnn", "--track", "paper", "--out", str(out), option, value]) == 2
     assert capsys.readouterr().err.startswith(f"error: {option} ") and not out.exists()
+
+
+def test_a_warm_start_begins_at_its_weights_and_says_so(full_run, tmp_path):
+    from atom_bench.models.weights import describe_training
+
+    start = full_run[0] / "best.safetensors"
+    out = tmp_path / "warm"
+    # lr 1e-12: one step moves no weight by more than about 1e-12, so the warm run ends where it began
+    summary = train("cnn", "paper", out=out, init_from=start, **{**FAST, "epochs": 1, "steps_per_epoch": 1}, lr=1e-12)
+    a, b = read_safetensors(start), read_safetensors(out / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-9, rtol=0) for k in a)
+    assert summary["val_top1_high"] == pytest.approx(float(_metadata(start)["val_top1_high"]), abs=1e-6)
+    meta = _metadata(out / "best.safetensors")
+    assert '"sha256": "' in meta["init_from"] and start.name in meta["init_from"]
+    assert describe_training(meta).endswith(f"initialised from weights trained on {describe_training(_metadata(start))}")
+    # a resumed run must start from the same weights
+    from atom_bench.models.weights import save_weights
+
+    model, _ = resolve_model("cnn", volume_size=20, slice_shape=(4, 4))
+    save_weights(model, tmp_path / "other.safetensors")
+    with pytest.raises(ModelError, match="other settings"):
+        train("cnn", "paper", out=out, init_from=tmp_path / "other.safetensors", **{**FAST, "epochs": 2, "steps_per_epoch": 1}, lr=1e-12)
+
+
+def test_a_warm_start_that_does_not_fit_is_a_one_line_error(tmp_path, capsys):
+    from atom_bench.cli import main
+
+    out = tmp_path / "run"
+    base = ["train", "--model", "cnn", "--track", "paper", "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1"]
+    assert main([*base, "--init-from", str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --init-from") and "does not exist" in err and len(err.splitlines()) == 1
+    assert main([*base, "--init-from", str(WEIGHTS / "vit-paper.safetensors")]) == 2  # another model's weights
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --init-from") and "does not fit cnn" in err and len(err.splitlines()) == 1
+    assert not out.exists()
