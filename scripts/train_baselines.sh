@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the shipped baseline weights in baselines/weights/ (CPU, two runs at a time, one torch
 # thread each). Each line of RECIPES is one training run:
-#   model  track-trained-on  source  loss  batch  minutes  lr  start  tracks-shipped-for
-# start is "-" (the seed's random weights) or "match": a warm start of regismcan-match from the
-# matcher's shipped weights of that track (scripts/warm_start_regismcan_match.py), so those
-# recipes run after the matcher's (WARM_RECIPES).
+#   model  track-trained-on  source  loss  batch  minutes  lr  start  options  tracks-shipped-for
+# start is "-" (the seed's random weights), a shipped weights file of the same model to warm-start
+# from (`--init-from`), or "match": regismcan-match from the matcher's shipped weights of that
+# track (scripts/warm_start_regismcan_match.py). Warm starts run after the first phase
+# (WARM_RECIPES). options: "-" or extra `atom-bench train` flags, comma-separated.
 # A run goes to runs/<model>-<track>/ (its exact command in command.txt); its best validation
 # checkpoint is exported as float16 to baselines/weights/<model>-<shipped track>.safetensors for
 # every shipped track (one checkpoint may serve several tracks of the same cube: validation is
@@ -24,23 +25,28 @@ ONLY=${ONLY:-}
 RUNS=${RUNS:-runs}
 WEIGHTS=baselines/weights
 RECIPES=(
-  "matcher hard synthetic ce 64 30 0.001 - easy hard"
-  "matcher histology synthetic ce 64 30 0.001 - histology"
+  "matcher hard synthetic ce 64 30 0.001 - - easy hard"
 )
 WARM_RECIPES=(
-  "regismcan-match hard synthetic asl 64 30 0.0005 match hard"
-  "regismcan-match easy synthetic asl 64 30 0.0005 match easy"
+  "matcher histology synthetic ce 64 30 0.0005 $WEIGHTS/matcher-hard.safetensors --slice-contrast=same histology"
+  "regismcan-match hard synthetic asl 64 30 0.0005 match - easy hard"
 )
 
-learned() {  # model track source loss batch minutes lr start shipped-tracks...
-  local m=$1 t=$2 source=$3 loss=$4 batch=$5 minutes=$6 lr=$7 start=$8 dir="$RUNS/$1-$2" init=""
-  shift 8
+learned() {  # model track source loss batch minutes lr start options shipped-tracks...
+  local m=$1 t=$2 source=$3 loss=$4 batch=$5 minutes=$6 lr=$7 start=$8 options=$9 dir="$RUNS/$1-$2" extra=""
+  shift 9
   mkdir -p "$dir"
   if [[ $start == match ]]; then
     python scripts/warm_start_regismcan_match.py --matcher "$WEIGHTS/matcher-$t.safetensors" --out "$RUNS/$m-$t-init.safetensors" --seed "$SEED"
-    init=" --init-from $RUNS/$m-$t-init.safetensors"
+    extra=" --init-from $RUNS/$m-$t-init.safetensors"
+  elif [[ $start != - ]]; then
+    cp "$start" "$RUNS/$m-$t-init.safetensors"  # the start is shipped weights this script may overwrite
+    extra=" --init-from $RUNS/$m-$t-init.safetensors"
   fi
-  local cmd="atom-bench train --model $m --track $t --source $source --loss $loss --batch-size $batch --epochs 1000 --steps-per-epoch 50 --lr $lr --seed $SEED --max-minutes $minutes$init --out $dir"
+  if [[ $options != - ]]; then
+    extra="$extra ${options//,/ }"
+  fi
+  local cmd="atom-bench train --model $m --track $t --source $source --loss $loss --batch-size $batch --epochs 1000 --steps-per-epoch 50 --lr $lr --seed $SEED --max-minutes $minutes$extra --out $dir"
   echo "OMP_NUM_THREADS=1 $cmd" > "$dir/command.txt"
   $cmd > "$dir.txt" 2>&1
   for shipped in "$@"; do

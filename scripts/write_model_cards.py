@@ -37,12 +37,11 @@ NOTES = {
         "- Trained on synthetic subjects only (`--source synthetic`: new anatomy, contrast, bias and noise per draw "
         "from the four training volumes), so the learned part is the matching, not the anatomy; checkpoint chosen on "
         "the real validation volumes. Every block score is a comparison of the slice with the volume (no position "
-        "term): a blank volume gives uniform scores. The loss was still falling when the 30-minute budget ran out."
-    ),
-    "regismcan": (
-        "- Not retrained for atom-mini 1.2: two runs on the `hard` synthetic stream (with and without the "
-        "optional slice-block similarity term, `similarity=True`) stayed at the prior on validation after 350-400 "
-        "steps (about 10 minutes each, coarse top-1 0.25-0.34, the prior's 0.34) and were stopped; these are the 1.0 stream weights."
+        "term): a blank volume gives uniform scores. The `hard` run's loss was still falling when its 30-minute budget "
+        "ran out. On `histology` no run has learned to match within 30 minutes: from scratch with independent slice "
+        "contrasts (580 steps, best validation 0.297) and warm-started from the `hard` weights with independent "
+        "contrasts (1,210 steps, 0.293) or with the volume's own contrast (the shipped file, 0.305) all stayed at the "
+        "prior's level."
     ),
     "regismcan-match": (
         "- RegisMCAN (the paper's co-attention and asymmetric loss) plus a matching term: the block logits of "
@@ -146,6 +145,14 @@ def _validation_text() -> str:
             f"so one slice is {100 / n:.2f} points.")
 
 
+def _slice_contrast(meta: dict[str, str]) -> str:
+    """What a synthetic histology run cut its slices from (nothing for other runs)."""
+    if meta.get("source") != "synthetic" or meta.get("track") != "histology":
+        return ""
+    contrast = json.loads(meta.get("synthetic") or "{}").get("slice_contrast", "independent")
+    return ", slices cut from " + ("the volume itself" if contrast == "same" else "an independent contrast")
+
+
 def _log(runs: Path, stem: str) -> list[dict[str, str]]:
     path = runs / stem / "log.csv"
     if not path.is_file():
@@ -208,7 +215,7 @@ def main() -> None:
                 f"--out runs/{stem}"
             )
             how = (
-                f"AdamW lr {meta.get('lr')}, loss {meta.get('loss')}, batch {meta.get('batch_size')}, source {meta.get('source')} "
+                f"AdamW lr {meta.get('lr')}, loss {meta.get('loss')}, batch {meta.get('batch_size')}, source {meta.get('source')}{_slice_contrast(meta)} "
                 f"(cube symmetries {meta.get('augment', 'False')}, {meta.get('volumes_per_batch', '1')} volumes per batch); "
                 f"best epoch {meta.get('epoch')} at step {meta.get('step')} of {steps} steps run"
             )

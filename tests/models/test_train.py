@@ -197,8 +197,9 @@ def test_a_corrupt_training_state_is_a_one_line_error_and_is_kept(tmp_path, cont
     assert (tmp_path / "state.pt").read_bytes() == content
 
 
-@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--lr", "-1"), ("--steps-per-epoch", "-1"), ("--max-minutes", "-1"), ("--batch-size", "0")])
-def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, option, value, capsys):
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--lr", "-1"), ("--steps-per-epoch", "-1"), ("--max-minutes", "-1"), ("--batch-size", "0"),
+                                           ("--slice-contrast", "stain")])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, option, value, capsys):
     from atom_bench.cli import main
 
     out = tmp_path / "run"
