@@ -224,29 +224,57 @@ class VolumeWindows:
 BACKGROUND = 1e-3
 
 
-def intensity_bin_edges(volume: Tensor, n_bins: int) -> Tensor:
-    """Inner bin edges ``(n_bins - 2,)`` (volume intensity units) of the correlation ratio's bins.
+BACKGROUND_LEVELS = ("zero", "otsu")
 
-    Bin 0 is the background (values ``<= BACKGROUND``: zero padding, outside the cube); bins
-    ``1 .. n_bins - 1`` split the voxels above it at equal-count quantiles of the volume's own
-    intensities, so every tissue bin holds about the same number of voxels whatever the contrast.
+
+def otsu_level(volume: Tensor, bins: int = 256) -> float:
+    """Otsu's threshold (intensity units, volumes in [0, 1]) of the voxels above ``BACKGROUND``:
+    the level that best splits them into two classes (most between-class variance), computed on a
+    ``bins``-bin histogram; ``BACKGROUND`` when there are none."""
+    values = volume.reshape(-1).double()
+    values = values[values > BACKGROUND]
+    if len(values) == 0:
+        return BACKGROUND
+    hist = torch.histc(values, bins, 0.0, 1.0)
+    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    below, mass = hist.cumsum(0), (hist * centres).cumsum(0)
+    above = hist.sum() - below
+    gap = mass / below.clamp(min=1) - (mass[-1] - mass) / above.clamp(min=1)
+    return max(BACKGROUND, (int((below * above * gap * gap).argmax()) + 1) / bins)
+
+
+def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "zero") -> Tensor:
+    """Bin edges ``(n_bins - 1,)`` (volume intensity units) of the correlation ratio's bins:
+    the background level, then the inner edges of the tissue bins.
+
+    Bin 0 is the background: values at or below the level, which is ``BACKGROUND`` for
+    ``background="zero"`` (the zero padding and empty voxels only) or :func:`otsu_level` for
+    ``"otsu"`` (also the noise floor of a scan whose air is not exactly 0: in atom-mini's ROBEX T1
+    and DWI four of the seven tissue bins of ``"zero"`` lie below 0.03, in the air). Bins
+    ``1 .. n_bins - 1`` split the voxels above the level at equal-count quantiles of the volume's
+    own intensities, so every tissue bin holds about the same number of voxels whatever the
+    contrast.
     """
     if n_bins < 2:
         raise ValueError(f"n_bins must be at least 2, got {n_bins}")
+    if background not in BACKGROUND_LEVELS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUND_LEVELS)}, got {background!r}")
+    level = BACKGROUND if background == "zero" else otsu_level(volume)
     tissue = volume.reshape(-1)
-    tissue = tissue[tissue > BACKGROUND].double()
+    tissue = tissue[tissue > level].double()
     if len(tissue) == 0 or n_bins == 2:
-        return torch.zeros(0, dtype=torch.float32)
+        return torch.tensor([level], dtype=torch.float32)
     probs = torch.arange(1, n_bins - 1, dtype=torch.float64) / (n_bins - 1)
     # torch.quantile refuses more than 2^24 values; a strided subsample keeps the edges to 1e-7 quantile
     step = max(1, len(tissue) >> 24)
-    return torch.quantile(tissue[::step], probs).float()
+    return torch.cat([torch.tensor([level], dtype=torch.float64), torch.quantile(tissue[::step], probs)]).float()
 
 
 def bin_index(values: Tensor, edges: Tensor) -> Tensor:
-    """Bin (uint8) of each volume intensity: 0 for background, else ``1 + #edges <= value``."""
-    tissue = torch.bucketize(values, edges, right=True).add_(1)
-    return torch.where(values > BACKGROUND, tissue, torch.zeros((), dtype=tissue.dtype)).to(torch.uint8)
+    """Bin (uint8) of each volume intensity: 0 at or below the background level ``edges[0]``,
+    else ``1 + #(inner edges <= value)``."""
+    tissue = torch.bucketize(values, edges[1:], right=True).add_(1)
+    return torch.where(values > edges[0], tissue, torch.zeros((), dtype=tissue.dtype)).to(torch.uint8)
 
 
 def correlation_ratio_rows(bins: Tensor, templates: Tensor, template_sq: Tensor, n_bins: int) -> Tensor:

@@ -8,7 +8,8 @@ binned volume intensity, ``eta^2 = 1 - E[Var(y | bin)] / Var(y) = sum_k S_k^2 / 
 ``k``, ``n_k`` their count), is 1 at the true pose whenever the slice is *any* function of the
 volume's bin (monotone or not: the histology track's contrast remaps). Bins
 (:func:`~baselines._search_tools.intensity_bin_edges`): bin 0 is the background (values
-``<= 1e-3``: the cube's zero padding and everything outside the cube), bins ``1 .. n_bins - 1``
+``<= 1e-3``: the cube's zero padding and everything outside the cube; ``background="otsu"``: at
+or below the volume's Otsu level, which also takes in a noisy air), bins ``1 .. n_bins - 1``
 (default 8 bins in all) split the volume's voxels above it at equal-count quantiles, so each
 tissue bin holds about the same number of voxels whatever the modality; the same edges bin the
 reduced cube of the coarse stage and the full-resolution cuts of the refinement. A flat slice
@@ -90,6 +91,7 @@ from atom_bench.models.protocol import ModelMeta, Prediction
 from atom_bench.models.registry import Capabilities, register_model
 from baselines._blocks import check_inputs
 from baselines._search_tools import (  # noqa: F401  (fibonacci_hemisphere, candidate_frames, sample_points_torch: public here too)
+    BACKGROUND_LEVELS,
     Chunk,
     Family,
     SearchResult,
@@ -125,7 +127,8 @@ class PoseSearch(nn.Module):
 
     ``similarity``: ``"ncc"`` or ``"cr"`` (correlation ratio with ``n_bins`` intensity bins, see
     the module docstring; ``coarse_bins``, default ``n_bins``, in the coarse stage, whose reduced
-    slices have fewer pixels to fill the bins). Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides;
+    slices have fewer pixels to fill the bins; ``background``: ``"zero"`` or ``"otsu"``, the
+    level of bin 0, :func:`~baselines._search_tools.intensity_bin_edges`). Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides;
     ``pixel_spacing``: of the slices) or pixels (``min_coarse_pixels``). ``temperature`` defaults
     to the similarity's (``TEMPERATURES``). ``cache_volumes`` and ``cache_bytes`` bound the cache
     of resampled volumes (see the module docstring).
@@ -148,6 +151,7 @@ class PoseSearch(nn.Module):
         similarity: str = "ncc",
         n_bins: int = 8,
         coarse_bins: int | None = None,
+        background: str = "zero",
     ) -> None:
         super().__init__()
         if similarity not in SIMILARITIES:
@@ -157,6 +161,9 @@ class PoseSearch(nn.Module):
                 raise ModelError(f"{name} must be between 2 and 255, got {value}", parameters=(name,))
         self.similarity, self.n_bins = similarity, int(n_bins)
         self.coarse_bins = int(n_bins if coarse_bins is None else coarse_bins)
+        if background not in BACKGROUND_LEVELS:
+            raise ModelError(f"background must be one of {', '.join(BACKGROUND_LEVELS)}, got {background!r}", parameters=("background",))
+        self.background = background
         self.pixel_spacing = float(pixel_spacing)
         self.frames = candidate_frames(n_normals, n_rotations)
         # batch frames of similar bounding boxes together (cheaper coarse resampling)
@@ -184,7 +191,8 @@ class PoseSearch(nn.Module):
             return self._cache[cache_key]
         edges = coarse_edges = None
         if self.similarity == "cr":
-            edges, coarse_edges = intensity_bin_edges(volume, self.n_bins), intensity_bin_edges(volume, self.coarse_bins)
+            edges = intensity_bin_edges(volume, self.n_bins, self.background)
+            coarse_edges = intensity_bin_edges(volume, self.coarse_bins, self.background)
         windows = VolumeWindows([self._family_windows(volume, shape, ids, side, coarse_edges) for ids, side in self.families], edges)
         self._cache[cache_key] = windows
         while self._cache and (len(self._cache) > self.cache_volumes or sum(w.nbytes for w in self._cache.values()) > self.cache_bytes):
@@ -416,7 +424,8 @@ def _factory(similarity: str, name: str, **kwargs) -> tuple[PoseSearch, ModelMet
     else:
         measure = (
             f"correlation-ratio search (eta^2 of the slice given {model.n_bins} bins of volume intensity:"
-            f" bin 0 background <= 1e-3, {model.n_bins - 1} equal-count quantile bins of the volume's voxels above it)"
+            f" bin 0 background <= {'1e-3' if model.background == 'zero' else 'the Otsu level'},"
+            f" {model.n_bins - 1} equal-count quantile bins of the volume's voxels above it)"
         )
     meta = ModelMeta(
         name=name,
@@ -469,8 +478,10 @@ def create_cr(
     top_k: int = 8,
     temperature: float | None = None,
     n_bins: int = 8,
+    background: str = "zero",
 ) -> tuple[PoseSearch, ModelMeta]:
     """Factory of the correlation-ratio search: ``(model, meta)``; ``volume_size`` and
     ``slice_shape`` are accepted and ignored."""
     return _factory("cr", "search-cr", pixel_spacing=pixel_spacing, n_normals=n_normals, n_rotations=n_rotations,
-                    coarse_side=coarse_side, axis_side=axis_side, top_k=top_k, temperature=temperature, n_bins=n_bins)  # fmt: skip
+                    coarse_side=coarse_side, axis_side=axis_side, top_k=top_k, temperature=temperature, n_bins=n_bins,
+                    background=background)  # fmt: skip

@@ -50,6 +50,11 @@ NOTES = {
         "(`scripts/warm_start_regismcan_match.py`), then trained as a whole; most of what it localises comes from that "
         "term (compare the `matcher` rows of the leaderboards)."
     ),
+    "cnn": (
+        "- Retrained on synthetic subjects for atom-mini 1.2: a 30-minute run on the `hard` synthetic stream "
+        "(`--source synthetic --loss ce --batch-size 64`, 1,787 steps) reached a best validation top-1 of 0.332, below "
+        "the shipped `hard` weights' 0.344, so no cnn weights were replaced."
+    ),
     "released": (
         "- Only `paper`: the released architecture is defined for S = 20 and 4 x 4 slices. Our generalisation "
         "keeps its patch at half the cube (P = S/2, embedding width P^3), so the parameter count grows as S^6: "

@@ -218,11 +218,26 @@ def test_correlation_ratio_is_one_for_any_function_of_the_bin_and_zero_when_flat
 def test_bins_split_the_background_off_and_the_tissue_at_equal_counts(mini_cube: torch.Tensor) -> None:
     edges = intensity_bin_edges(mini_cube, 8)
     bins = bin_index(mini_cube, edges)
-    assert edges.shape == (6,) and bool((edges[1:] > edges[:-1]).all())
+    assert edges.shape == (7,) and float(edges[0]) == pytest.approx(BACKGROUND) and bool((edges[1:] > edges[:-1]).all())
     assert bool(((bins == 0) == (mini_cube <= BACKGROUND)).all())
     counts = torch.bincount(bins.reshape(-1).long(), minlength=8)[1:].double()
     assert len(counts) == 7 and float((counts - counts.mean()).abs().max() / counts.mean()) < 0.05
-    assert intensity_bin_edges(mini_cube, 2).numel() == 0 and int(bin_index(mini_cube, intensity_bin_edges(mini_cube, 2)).max()) == 1
+    assert intensity_bin_edges(mini_cube, 2).numel() == 1 and int(bin_index(mini_cube, intensity_bin_edges(mini_cube, 2)).max()) == 1
+
+
+def test_otsu_background_keeps_the_tissue_bins_out_of_a_noisy_air() -> None:
+    # a bright ball in air that is not exactly zero (a scan's noise floor): with the "zero" level
+    # most of the tissue bins hold air; the Otsu level puts all of them in the ball
+    g = torch.Generator().manual_seed(5)
+    axis = torch.arange(32, dtype=torch.float32) - 15.5
+    r = (axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2).sqrt()
+    air = 0.002 + 0.02 * torch.rand(32, 32, 32, generator=g)
+    cube = torch.where(r < 8, 0.4 + 0.6 * torch.rand(32, 32, 32, generator=g), air)
+    zero, otsu = intensity_bin_edges(cube, 8), intensity_bin_edges(cube, 8, "otsu")
+    assert int((zero[1:] < 0.03).sum()) >= 4 and 0.022 <= float(otsu[0]) <= 0.4 and bool((otsu[1:] > 0.4).all())
+    assert bool(((bin_index(cube, otsu) == 0) == (r >= 8)).all())
+    with pytest.raises(ModelError, match="background must be one of zero, otsu"):
+        PoseSearch(similarity="cr", background="mean")
 
 
 def test_similarity_and_bins_are_checked_and_the_cr_entry_is_registered() -> None:
