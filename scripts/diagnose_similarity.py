@@ -23,7 +23,14 @@ from rich.progress import track as progress
 from atom_bench.core import geometry
 from atom_bench.core.degrade import apply_histology, draw_histology, slab_offsets
 from atom_bench.data.dataset import load_split, load_volumes
-from baselines._search_tools import bin_index, correlation_ratio_rows, fine_labels, intensity_bin_edges, ncc_rows_torch, sample_points_torch
+from baselines._search_tools import (
+    bin_index,
+    correlation_ratio_rows,
+    fine_labels,
+    intensity_bin_edges,
+    ncc_rows_torch,
+    sample_points_torch,
+)
 
 N_BINS = 8
 OFF = {"thickness": 0.0, "gamma": 1.0, "wave_amp": 0.0, "bias": 0.0, "warp": 0.0, "shrink": 1.0, "tear": 0.0, "holes": 0.0, "crop": 1.0, "noise": 0.0}

@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -73,7 +74,13 @@ from atom_bench.models.run import (
 )
 from atom_bench.models.sharding import Distributed, distributed
 from atom_bench.models.synthetic import SynthSettings, synthetic_batches
-from atom_bench.models.weights import load_weights, read_safetensors, save_weights
+from atom_bench.models.weights import (
+    describe_training,
+    load_weights,
+    read_metadata,
+    read_safetensors,
+    save_weights,
+)
 
 __all__ = [
     "CHANCE_HIGH", "CHANCE_LOW", "LOG_COLUMNS", "check_settings", "cube_symmetry", "export_weights", "read_log",
@@ -177,7 +184,7 @@ class _Settings:
     synthetic: SynthSettings
     init: dict[str, str] | None = None  # the weights a warm start began from (see :func:`initial_weights`)
 
-    def synthetic_extra(self) -> dict[str, Any]:
+    def extra_settings(self) -> dict[str, Any]:
         """The synthetic settings and the warm start, for runs that have them (older run
         directories stay resumable)."""
         extra: dict[str, Any] = {"synthetic": self.synthetic.describe()} if self.source == "synthetic" else {}
@@ -189,7 +196,7 @@ class _Settings:
         """What a resumed run must share with the run it continues."""
         return {"model": self.model_spec, "track": self.track, "seed": self.seed, "source": self.source, "batch_size": self.batch_size,
                 "world": world, "augment": self.augment, "volumes_per_batch": self.volumes_per_batch, "loss": self.loss, "lr": self.lr,
-                **self.synthetic_extra()}  # fmt: skip
+                **self.extra_settings()}  # fmt: skip
 
     def batches(self, rank: int, world: int, start: int) -> Iterator[Batch]:
         """The rank's batches from batch ``start`` on: exactly those an unbroken run would see there."""
@@ -202,7 +209,7 @@ class _Settings:
         return skip(split_batches(self.track, self.root, self.batch_size, self.seed, rank, world), start)
 
     def metadata(self, progress: RunProgress, world: int, seconds: float, scores: dict[str, float]) -> dict[str, str]:
-        extra = {key: json.dumps(value, sort_keys=True) for key, value in self.synthetic_extra().items()}
+        extra = {key: json.dumps(value, sort_keys=True) for key, value in self.extra_settings().items()}
         return run_metadata(self.model_spec, self.track, self.seed, self.root, {
             "epoch": progress.epoch, "step": progress.step, "batch_size": self.batch_size, "world_size": world, "lr": self.lr,
             "loss": self.loss, "source": self.source, "augment": self.augment, "volumes_per_batch": self.volumes_per_batch,
@@ -273,10 +280,6 @@ def _count_labels(resolved: ResolvedSpec, settings: _Settings, out: Path) -> dic
 def initial_weights(path: str | os.PathLike[str]) -> dict[str, str]:
     """The record of a warm start's weights file: its name, SHA-256 and what it was trained on
     (:func:`~atom_bench.models.weights.describe_training`, from its own metadata)."""
-    import hashlib
-
-    from atom_bench.models.weights import describe_training, read_metadata
-
     path = Path(path)
     try:
         meta = read_metadata(path)

@@ -203,3 +203,22 @@ def test_regismcan_match_adds_the_matchers_block_logits() -> None:
     torch.testing.assert_close(both.low, alone.low + term.low - shift)
     # one shift per slice for both levels: each level's ranking is the sum's, not the co-attention's
     assert not torch.equal(both.high.argsort(dim=1), alone.high.argsort(dim=1))
+
+
+def test_the_regismcan_match_warm_start_holds_the_matchers_weights_and_record(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from atom_bench.models.weights import describe_training, read_metadata, read_safetensors
+
+    repo = Path(__file__).resolve().parents[2]
+    matcher = repo / "baselines" / "weights" / "matcher-hard.safetensors"
+    out = tmp_path / "init.safetensors"
+    subprocess.run([sys.executable, str(repo / "scripts" / "warm_start_regismcan_match.py"), "--matcher", str(matcher), "--out", str(out)],
+                   check=True, capture_output=True, cwd=repo)  # fmt: skip
+    start, source = read_safetensors(out), read_safetensors(matcher)
+    assert all(torch.equal(start[f"matcher.{k}"], v.to(start[f"matcher.{k}"].dtype)) for k, v in source.items())
+    resolve_model("regismcan-match", weights=out)  # loads strictly: every key of the model, nothing else
+    assert describe_training(read_metadata(out)) == describe_training(read_metadata(matcher))
+    assert "the rest at seed 0" in read_metadata(out)["composed"]
