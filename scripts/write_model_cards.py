@@ -55,6 +55,12 @@ NOTES = {
         "(`--source synthetic --loss ce --batch-size 64`, 1,787 steps) reached a best validation top-1 of 0.332, below "
         "the shipped `hard` weights' 0.344, so no cnn weights were replaced."
     ),
+    "vit": (
+        "- Retrained on synthetic subjects for atom-mini 1.2: a 30-minute run on the `hard` synthetic stream "
+        "(`--source synthetic --loss ce --batch-size 64`, 621 steps) reached a best validation top-1 of 0.352 on `hard`, "
+        "above the 7-minute stream weights' 0.336, so it is the shipped `vit-hard` (its fine top-1 of 0.023 says it is "
+        "close to the constant answer); on `easy` it scored 0.285 against 0.402, so the other tracks keep the stream weights."
+    ),
     "released": (
         "- Only `paper`: the released architecture is defined for S = 20 and 4 x 4 slices. Our generalisation "
         "keeps its patch at half the cube (P = S/2, embedding width P^3), so the parameter count grows as S^6: "
