@@ -210,7 +210,7 @@ class VolumeWindows:
     """Everything the coarse stage needs from one volume, for one slice shape (cached)."""
 
     families: list[Family]
-    edges: Tensor | None = None  # inner intensity bin edges of the refinement (correlation ratio), else None
+    edges: Tensor | None = None  # the refinement's bin edges (intensity_bin_edges; correlation ratio), else None
 
     @property
     def nbytes(self) -> int:
@@ -404,8 +404,8 @@ def _dense_between(chunk: Chunk, t: Tensor, n_bins: int) -> Tensor:
 
 def _sparse_between(chunk: Chunk, t: Tensor, n_bins: int) -> Tensor:
     """``sum_k S_k^2 / n_k`` ``(M, K)`` for a sparse chunk: each candidate window's bins are gathered
-    once and summed per bin with one matrix product (the per-bin correlations of the dense path
-    would gather every window ``n_bins - 1`` times)."""
+    once and the slices' pixels are summed per (window, bin) with one scatter-add (the per-bin
+    correlations of the dense path would gather every window ``n_bins - 1`` times)."""
     k, hc, wc = t.shape
     index = chunk.index.long()
     rows, cols = chunk.planes.shape[1] - hc + 1, chunk.planes.shape[2] - wc + 1

@@ -128,8 +128,8 @@ class PoseSearch(nn.Module):
     ``similarity``: ``"ncc"`` or ``"cr"`` (correlation ratio with ``n_bins`` intensity bins, see
     the module docstring; ``coarse_bins``, default ``n_bins``, in the coarse stage, whose reduced
     slices have fewer pixels to fill the bins; ``background``: ``"zero"`` or ``"otsu"``, the
-    level of bin 0, :func:`~baselines._search_tools.intensity_bin_edges`). Sizes are in voxels (``coarse_side``, ``axis_side``: cube sides;
-    ``pixel_spacing``: of the slices) or pixels (``min_coarse_pixels``). ``temperature`` defaults
+    level of bin 0, :func:`~baselines._search_tools.intensity_bin_edges`). Sizes are in voxels
+    (``coarse_side``, ``axis_side``: cube sides; ``pixel_spacing``: of the slices) or pixels (``min_coarse_pixels``). ``temperature`` defaults
     to the similarity's (``TEMPERATURES``). ``cache_volumes`` and ``cache_bytes`` bound the cache
     of resampled volumes (see the module docstring).
     """
@@ -192,7 +192,7 @@ class PoseSearch(nn.Module):
         edges = coarse_edges = None
         if self.similarity == "cr":
             edges = intensity_bin_edges(volume, self.n_bins, self.background)
-            coarse_edges = intensity_bin_edges(volume, self.coarse_bins, self.background)
+            coarse_edges = edges if self.coarse_bins == self.n_bins else intensity_bin_edges(volume, self.coarse_bins, self.background)
         windows = VolumeWindows([self._family_windows(volume, shape, ids, side, coarse_edges) for ids, side in self.families], edges)
         self._cache[cache_key] = windows
         while self._cache and (len(self._cache) > self.cache_volumes or sum(w.nbytes for w in self._cache.values()) > self.cache_bytes):

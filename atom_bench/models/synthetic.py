@@ -277,10 +277,12 @@ class SyntheticSource:
         images, mask = synthesize(self.labels[source_id], int(rng.integers(2**63 - 1)), self.settings, 2 if second else 1)
         base = self.volumes[source_id]
         volume = replace(base, volume_id=f"synthetic-{source_id}", data=images[0], mask=mask)
-        cut_from = replace(volume, data=images[-1])
+        cut_from = replace(volume, data=images[-1]) if second else None
         if self.augment:
             permutation, flips = rng.permutation(3), rng.integers(0, 2, size=3)
-            volume, cut_from = cube_symmetry(volume, permutation, flips), cube_symmetry(cut_from, permutation, flips)
+            volume = cube_symmetry(volume, permutation, flips)
+            cut_from = cube_symmetry(cut_from, permutation, flips) if second else None
+        cut_from = volume if cut_from is None else cut_from  # one contrast: the slices come from the volume itself
         poses = sample_poses(self.spec, volume, count, rng)
         columns = render_samples(self.spec, cut_from, poses, rng.integers(0, 2**31 - 1, size=count))
         return SyntheticSubject(source_id, volume, cut_from, poses, columns)
