@@ -90,24 +90,20 @@ from atom_bench.errors import ModelError
 from atom_bench.models.protocol import ModelMeta, Prediction
 from atom_bench.models.registry import Capabilities, register_model
 from baselines._blocks import check_inputs
+from baselines._search_refine import refine_starts
 from baselines._search_tools import (  # noqa: F401  (fibonacci_hemisphere, candidate_frames, sample_points_torch: public here too)
     BACKGROUND_LEVELS,
-    Chunk,
     Family,
     SearchResult,
     Start,
     VolumeWindows,
-    bin_index,
     build_chunk,
     candidate_frames,
     chunk_cr,
     chunk_ncc,
-    correlation_ratio_rows,
     fibonacci_hemisphere,
     fine_labels,
     intensity_bin_edges,
-    ncc_rows_torch,
-    rotate,
     sample_points_torch,
     volume_key,
 )
@@ -119,7 +115,6 @@ AXIS_SIDE = 64  # default cube side of the axis views' coarse stage: S = 64 cube
 # the correlation ratio costs n_bins - 1 correlations per window: its axis views stay at 48 (2x
 # cheaper); the poses that need them exact (the easy track) are NCC's
 CR_AXIS_SIDE = 48
-REFINE_POINTS = 1 << 22  # pixel positions sampled per grid_sample call of the dense refinement grid
 
 
 class PoseSearch(nn.Module):
@@ -263,82 +258,9 @@ class PoseSearch(nn.Module):
     def _refine(
         self, volume: Tensor, images: Tensor, starts: list[Start], owner: np.ndarray, edges: Tensor | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Refine ``starts`` at full resolution, start ``i`` against ``images[owner[i]]`` (the
-        slices of one group are refined together): centres, ``u``, ``v`` and similarity per start.
-        ``edges``: the volume's intensity bin edges (correlation ratio)."""
-        flat = images.reshape(len(images), -1).double()
-        templates = flat - flat.mean(dim=1, keepdim=True)
-        template_norms = templates.norm(dim=1)
-        template_sq = (templates * templates).sum(dim=1)
-        centers = np.array([s[2] for s in starts], dtype=np.float64)
-        us = np.array([self.frames[s[1], 0] for s in starts])
-        vs = np.array([self.frames[s[1], 1] for s in starts])
-        k = len(starts)
-
-        rows = torch.from_numpy(geometry.centered_offsets(images.shape[1], self.pixel_spacing))
-        cols = torch.from_numpy(geometry.centered_offsets(images.shape[2], self.pixel_spacing))
-        scale = 2.0 / (torch.tensor(volume.shape[::-1], dtype=torch.float32) - 1).clamp(min=1)
-        vol = volume[None, None]
-
-        def score(cs: np.ndarray, u: np.ndarray, v: np.ndarray, who: np.ndarray) -> np.ndarray:
-            # the pixel positions of geometry.slice_points (same float64 arithmetic, in grid_sample's
-            # (x, y, z) order), cast to float32 and normalised as in sample_points_torch
-            c_, u_, v_ = (torch.from_numpy(np.ascontiguousarray(x[:, ::-1])) for x in (cs, u, v))
-            points = (c_[:, None, :] + rows[None, :, None] * v_[:, None, :])[:, :, None] + (cols[None, :, None] * u_[:, None, :])[:, None]
-            grid = points.float().mul_(scale).sub_(1.0).reshape(1, -1, 1, 1, 3)
-            cut = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True).reshape(len(cs), -1)
-            who_t = torch.from_numpy(who)
-            if edges is None:
-                return ncc_rows_torch(cut.double(), templates[who_t], template_norms[who_t]).numpy()
-            return correlation_ratio_rows(bin_index(cut, edges), templates[who_t], template_sq[who_t], self.n_bins).numpy()
-
-        # local dense search: a 9 x 9 x 9 grid of centres, step (coarse voxel) / 2, around every
-        # start; several starts per grid_sample call (REFINE_POINTS pixels) cut the per-call overhead
-        step_p = 0.5 * np.array([max(1.0, s[3]) for s in starts])
-        steps = np.arange(-4, 5, dtype=np.float64)
-        unit_offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
-        m = len(unit_offsets)
-        grid_values = np.empty((k, m))
-        per_call = max(1, REFINE_POINTS // (m * images.shape[1] * images.shape[2]))
-        for s in range(0, k, per_call):
-            i = np.arange(s, min(k, s + per_call))
-            grid_values[i] = score(
-                (centers[i, None] + unit_offsets[None] * step_p[i, None, None]).reshape(-1, 3),
-                np.repeat(us[i], m, axis=0), np.repeat(vs[i], m, axis=0), np.repeat(owner[i], m),
-            ).reshape(len(i), m)  # fmt: skip
-        centers = centers + unit_offsets[grid_values.argmax(axis=1)] * step_p[:, None]
-        current = grid_values.max(axis=1)
-        step_a = np.full(k, self.angle_step)
-        eye = np.eye(3)
-        for _ in range(self.max_iterations):
-            active = np.flatnonzero((step_p > 0.05) | (step_a > math.radians(0.05)))
-            if len(active) == 0:
-                break
-            # only the starts still moving are scored (the others never change again), and only their
-            # 12 moves: a move is taken when it beats ``current`` by 1e-9, which re-scoring the pose
-            # itself never does
-            ca, ua, va, sp, sa = centers[active], us[active], vs[active], step_p[active], step_a[active]
-            n = np.cross(ua, va)
-            moves = [ca + sign * sp[:, None] * eye[axis] for axis in range(3) for sign in (1.0, -1.0)]
-            cand_c = np.stack(moves + [ca] * 6)  # (12, A, 3)
-            cand_u = np.stack([ua] * 6 + [rotate(ua, axes, sign * sa) for axes in (ua, va, n) for sign in (1.0, -1.0)])
-            cand_v = np.stack([va] * 6 + [rotate(va, axes, sign * sa) for axes in (ua, va, n) for sign in (1.0, -1.0)])
-            values = score(cand_c.reshape(-1, 3), cand_u.reshape(-1, 3), cand_v.reshape(-1, 3), np.tile(owner[active], len(cand_c)))
-            values = values.reshape(len(cand_c), len(active))
-            choice = values.argmax(axis=0)
-            best = values[choice, np.arange(len(active))]
-            better = best > current[active] + 1e-9
-            moved, pick = active[better], choice[better]
-            centers[moved] = cand_c[pick, better.nonzero()[0]]
-            us[moved], vs[moved] = cand_u[pick, better.nonzero()[0]], cand_v[pick, better.nonzero()[0]]
-            current[moved] = best[better]
-            step_p[active[~better]] *= 0.5
-            step_a[active[~better]] *= 0.5
-            # keep the frames orthonormal
-            us = us / np.linalg.norm(us, axis=1, keepdims=True)
-            vs = vs - np.sum(vs * us, axis=1, keepdims=True) * us
-            vs = vs / np.linalg.norm(vs, axis=1, keepdims=True)
-        return centers, us, vs, current
+        """:func:`~baselines._search_refine.refine_starts` with this search's settings."""
+        return refine_starts(volume, images, starts, owner, self.frames, self.pixel_spacing, self.angle_step,
+                             self.max_iterations, edges, self.n_bins)  # fmt: skip
 
     # -- search -----------------------------------------------------------------------------
     def _search_group(self, volume: Tensor, images: Tensor, key: tuple | None = None) -> list[SearchResult]:
