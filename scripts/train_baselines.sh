@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Reproduce the shipped baseline weights in baselines/weights/ (CPU, two runs at a time, one torch
-# thread each). Each line of RECIPES is one training run:
-#   model  track-trained-on  source  loss  batch  minutes  lr  start  options  tracks-shipped-for
-# start is "-" (the seed's random weights), a shipped weights file of the same model to warm-start
-# from (`--init-from`), or "match": regismcan-match from the matcher's shipped weights of that
-# track (scripts/warm_start_regismcan_match.py). Warm starts run after the first phase
-# (WARM_RECIPES). options: "-" or extra `atom-bench train` flags, comma-separated.
-# A run goes to runs/<model>-<track>/ (its exact command in command.txt); its best validation
-# checkpoint is exported as float16 to baselines/weights/<model>-<shipped track>.safetensors for
-# every shipped track (one checkpoint may serve several tracks of the same cube: validation is
-# recomputed on each, `trained_on_track` records where it was chosen). Count-built models (the
-# prior) are recounted on every track. MODEL_CARDS.md is rewritten at the end.
+# thread each). Each line of a phase is one training run:
+#   run  model  track-trained-on  source  loss  batch  minutes  lr  seed  start  options  tracks-shipped-for
+# run names the run's directory, runs/<run>/ (its exact command in command.txt). start is "-" (the
+# seed's random weights), a weights file of the same model to warm-start from (shipped, or an
+# earlier run's best checkpoint; `--init-from`, copied first to runs/<run>-init.safetensors: the
+# script may overwrite the shipped file), or "match": regismcan-match from the matcher's shipped weights of that track
+# (scripts/warm_start_regismcan_match.py). The phases run in order, each from the weights the
+# phases before it shipped, so a chain of warm starts is one line per phase. Every run is at most
+# 30 minutes; a shipped file's training is its whole chain (the model cards add it up).
+# A run's best validation checkpoint is exported as float16 to
+# baselines/weights/<model>-<shipped track>.safetensors for every shipped track (one checkpoint
+# may serve several tracks of the same cube: validation is recomputed on each, `trained_on_track`
+# records where it was chosen). Count-built models (the prior) are recounted on every track.
+# MODEL_CARDS.md is rewritten at the end (it finds a run from its init file's name).
 #   bash scripts/train_baselines.sh                       # every recipe
 #   ONLY="matcher" bash scripts/train_baselines.sh        # the recipes of some models
 # Shipped weights not listed here were trained by an earlier recipe: regismcan, cnn, vit (but
@@ -20,34 +23,41 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-SEED=${SEED:-0}
 ONLY=${ONLY:-}
 RUNS=${RUNS:-runs}
 WEIGHTS=baselines/weights
-RECIPES=(
-  "matcher hard synthetic ce 64 30 0.001 - - easy hard"
-  "vit hard synthetic ce 64 30 0.001 - - hard"
+PHASE_1=(
+  "matcher-hard matcher hard synthetic ce 64 30 0.001 0 - - easy hard"
+  "vit-hard vit hard synthetic ce 64 30 0.001 0 - - hard"
 )
-WARM_RECIPES=(
-  "matcher histology synthetic ce 64 30 0.0005 $WEIGHTS/matcher-hard.safetensors --slice-contrast=same histology"
-  "regismcan-match hard synthetic asl 64 30 0.0005 match - easy hard"
+PHASE_2=(
+  "regismcan-match-hard regismcan-match hard synthetic asl 64 30 0.0005 0 match - easy hard"
+)
+PHASE_3=(
+  "regismcan-match-hard2 regismcan-match hard synthetic asl 64 30 0.0003 1 $WEIGHTS/regismcan-match-hard.safetensors - hard"
+  "matcher-hard2 matcher hard synthetic ce 64 30 0.0005 1 $WEIGHTS/matcher-hard.safetensors - easy hard"
+)
+PHASE_4=(  # from the float32 best checkpoints of phase 3's runs
+  "regismcan-match-easy2 regismcan-match easy synthetic asl 64 30 0.0003 2 $RUNS/regismcan-match-hard2/best.safetensors - easy"
+  "matcher-hard3 matcher hard synthetic ce 64 30 0.0003 3 $RUNS/matcher-hard2/best.safetensors - easy hard"
+  "matcher-histology3 matcher histology synthetic ce 64 30 0.0005 3 $RUNS/matcher-hard2/best.safetensors --slice-contrast=same histology"
 )
 
-learned() {  # model track source loss batch minutes lr start options shipped-tracks...
-  local m=$1 t=$2 source=$3 loss=$4 batch=$5 minutes=$6 lr=$7 start=$8 options=$9 dir="$RUNS/$1-$2" extra=""
-  shift 9
+learned() {  # run model track source loss batch minutes lr seed start options shipped-tracks...
+  local run=$1 m=$2 t=$3 source=$4 loss=$5 batch=$6 minutes=$7 lr=$8 seed=$9 start=${10} options=${11} dir="$RUNS/$1" extra=""
+  shift 11
   mkdir -p "$dir"
   if [[ $start == match ]]; then
-    python scripts/warm_start_regismcan_match.py --matcher "$WEIGHTS/matcher-$t.safetensors" --out "$RUNS/$m-$t-init.safetensors" --seed "$SEED"
-    extra=" --init-from $RUNS/$m-$t-init.safetensors"
+    python scripts/warm_start_regismcan_match.py --matcher "$WEIGHTS/matcher-$t.safetensors" --out "$RUNS/$run-init.safetensors" --seed "$seed"
+    extra=" --init-from $RUNS/$run-init.safetensors"
   elif [[ $start != - ]]; then
-    cp "$start" "$RUNS/$m-$t-init.safetensors"  # the start is shipped weights this script may overwrite
-    extra=" --init-from $RUNS/$m-$t-init.safetensors"
+    cp "$start" "$RUNS/$run-init.safetensors"
+    extra=" --init-from $RUNS/$run-init.safetensors"
   fi
   if [[ $options != - ]]; then
     extra="$extra ${options//,/ }"
   fi
-  local cmd="atom-bench train --model $m --track $t --source $source --loss $loss --batch-size $batch --epochs 1000 --steps-per-epoch 50 --lr $lr --seed $SEED --max-minutes $minutes$extra --out $dir"
+  local cmd="atom-bench train --model $m --track $t --source $source --loss $loss --batch-size $batch --epochs 1000 --steps-per-epoch 50 --lr $lr --seed $seed --max-minutes $minutes$extra --out $dir"
   echo "OMP_NUM_THREADS=1 $cmd" > "$dir/command.txt"
   $cmd > "$dir.txt" 2>&1
   for shipped in "$@"; do
@@ -59,7 +69,7 @@ run_all() {  # recipes...: two learned runs at a time, the next as soon as one f
   local recipe
   for recipe in "$@"; do
     read -r -a fields <<< "$recipe"
-    if [[ -n $ONLY && " $ONLY " != *" ${fields[0]} "* ]]; then
+    if [[ -n $ONLY && " $ONLY " != *" ${fields[1]} "* ]]; then
       continue
     fi
     while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
@@ -69,8 +79,10 @@ run_all() {  # recipes...: two learned runs at a time, the next as soon as one f
 }
 
 mkdir -p "$RUNS" "$WEIGHTS"
-run_all "${RECIPES[@]}"
-run_all "${WARM_RECIPES[@]}"  # from the weights the first phase shipped
+run_all "${PHASE_1[@]}"
+run_all "${PHASE_2[@]}"  # from the weights the first phase shipped
+run_all "${PHASE_3[@]}"
+run_all "${PHASE_4[@]}"
 if [[ -z $ONLY || " $ONLY " == *" prior "* ]]; then
   for t in paper easy hard histology; do  # "training" the prior is counting the train split's labels
     atom-bench train --model prior --track "$t" --out "$RUNS/prior-$t" > "$RUNS/prior-$t.txt" 2>&1
