@@ -20,7 +20,10 @@ from atom_bench.models.train import seed_everything
 from atom_bench.models.weights import read_metadata, read_safetensors, save_weights
 from baselines.regismcan import create_match
 
-RECORD = ("model", "track", "trained_on_track", "source", "step", "seed", "seconds", "dataset_hash", "trained_on_dataset_hash", "toolkit_version")
+RECORD = (  # a warm-started matcher keeps its own start (init_from) in the record
+    "model", "track", "trained_on_track", "source", "step", "seed", "seconds", "init_from", "dataset_hash",
+    "trained_on_dataset_hash", "toolkit_version",
+)
 
 
 def main() -> None:
