@@ -5,8 +5,8 @@
 # run names the run's directory, runs/<run>/ (its exact command in command.txt). start is "-" (the
 # seed's random weights), a weights file of the same model to warm-start from (shipped, or an
 # earlier run's best checkpoint; `--init-from`, copied first to runs/<run>-init.safetensors: the
-# script may overwrite the shipped file), or "match": regismcan-match from the matcher's shipped weights of that track
-# (scripts/warm_start_regismcan_match.py). The phases run in order, each from the weights the
+# script may overwrite the shipped file), or "match": regismcan-match from the matcher's shipped
+# weights of that track (scripts/warm_start_regismcan_match.py). The phases run in order, each from the weights the
 # phases before it shipped, so a chain of warm starts is one line per phase. Every run is at most
 # 30 minutes; a shipped file's training is its whole chain (the model cards add it up).
 # A run's best validation checkpoint is exported as float16 to

@@ -31,7 +31,6 @@ WEIGHTS = ROOT / "baselines" / "weights"
 CHANCE_HIGH, CHANCE_LOW = 1 / N_HIGH, 1 / N_LOW
 # Presentation only: the order of the cards within a track (other models follow, in registry order).
 CARD_ORDER = ("matcher", "regismcan-match", "regismcan", "cnn", "vit", "released", "prior")
-# Prose a card adds for one model (what the metadata cannot say).
 # The chain of 30-minute runs behind each warm-started file (scripts/train_baselines.sh phases).
 CHAINS = {
     "matcher-easy.safetensors": ("matcher-hard", "matcher-hard2", "matcher-hard3"),
@@ -40,6 +39,7 @@ CHAINS = {
     "regismcan-match-hard.safetensors": ("matcher-hard", "regismcan-match-hard", "regismcan-match-hard2"),
     "regismcan-match-easy.safetensors": ("matcher-hard", "regismcan-match-hard", "regismcan-match-hard2", "regismcan-match-easy2"),
 }
+# Prose a card adds for one model (what the metadata cannot say).
 NOTES = {
     "matcher": (
         "- Trained on synthetic subjects only (`--source synthetic`: new anatomy, contrast, bias and noise per draw "
