@@ -9,10 +9,11 @@
 # weights of that track (scripts/warm_start_regismcan_match.py). The phases run in order, each from the weights the
 # phases before it shipped, so a chain of warm starts is one line per phase. Every run is at most
 # 30 minutes; a shipped file's training is its whole chain (the model cards add it up).
-# A run's best validation checkpoint is exported as float16 to
+# A run's best validation checkpoint is offered as float16 to
 # baselines/weights/<model>-<shipped track>.safetensors for every shipped track (one checkpoint
 # may serve several tracks of the same cube: validation is recomputed on each, `trained_on_track`
-# records where it was chosen). Count-built models (the prior) are recounted on every track.
+# records where it was chosen) and replaces the shipped file only when it wins a paired
+# comparison on that track's validation slices (atom_bench/models/shipping.py: ship). Count-built models (the prior) are recounted on every track.
 # MODEL_CARDS.md is rewritten at the end (it finds a run from its init file's name).
 #   bash scripts/train_baselines.sh                       # every recipe
 #   ONLY="matcher" bash scripts/train_baselines.sh        # the recipes of some models
@@ -61,7 +62,7 @@ learned() {  # run model track source loss batch minutes lr seed start options s
   echo "OMP_NUM_THREADS=1 $cmd" > "$dir/command.txt"
   $cmd > "$dir.txt" 2>&1
   for shipped in "$@"; do
-    python -c "from atom_bench.models.train import export_weights as e; print('$shipped', e('$m', '$shipped', '$dir/best.safetensors', '$WEIGHTS/$m-$shipped.safetensors'))" >> "$dir.txt"
+    python -c "from atom_bench.models.shipping import ship; print('$shipped:', ship('$m', '$shipped', '$dir/best.safetensors', '$WEIGHTS/$m-$shipped.safetensors') or 'written (nothing shipped before)')" >> "$dir.txt"
   done
 }
 

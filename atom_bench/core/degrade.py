@@ -11,7 +11,7 @@ elastic warp -> tear -> holes -> partial-section crop -> noise -> clip to [0, 1]
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -75,6 +75,36 @@ def draw_histology(rng: np.random.Generator, seed: int) -> HistologyDraw:
         crop=float(rng.uniform(0.5, 1.0)) if rng.random() < 0.5 else 1.0,
         noise=float(rng.uniform(0.0, 0.08)),
         seed=int(seed),
+    )
+
+
+def soften_histology(draw: HistologyDraw, severity: float) -> HistologyDraw:
+    """``draw`` moved towards no degradation: ``severity`` 1 keeps it, 0 turns every step off.
+
+    Continuous parameters are interpolated linearly between their no-degradation value and the
+    drawn one (the gamma in log space, so 0 gives the identity power); the hole count is
+    rounded; the tear, a yes/no step, is kept from ``severity`` 0.5 on. The wave's frequency and
+    phase and the seed of the spatial fields stay, so one sample softens continuously. Used by
+    a training curriculum (``SynthSettings.severity_ramp``); the dataset's draws are never
+    softened.
+    """
+    if not 0.0 <= severity <= 1.0:
+        raise ValueError(f"severity must lie in [0, 1]; got {severity}")
+    if severity == 1.0:
+        return draw
+    s = float(severity)
+    return replace(
+        draw,
+        thickness=draw.thickness * s,
+        gamma=float(draw.gamma**s),
+        wave_amp=draw.wave_amp * s,
+        bias=draw.bias * s,
+        warp=draw.warp * s,
+        shrink=1.0 - (1.0 - draw.shrink) * s,
+        tear=draw.tear if s >= 0.5 else 0.0,
+        holes=float(round(draw.holes * s)),
+        crop=1.0 - (1.0 - draw.crop) * s,
+        noise=draw.noise * s,
     )
 
 

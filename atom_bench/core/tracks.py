@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from atom_bench.core import geometry as geo
 from atom_bench.core import labels
-from atom_bench.core.degrade import NO_DEGRADATION, apply_histology, draw_histology, slab_offsets
+from atom_bench.core.degrade import NO_DEGRADATION, apply_histology, draw_histology, slab_offsets, soften_histology
 from atom_bench.core.volumes import Volume
 from atom_bench.errors import AtomBenchError
 
@@ -182,17 +182,21 @@ def sample_poses(
     )
 
 
-def render_samples(spec: TrackSpec, volume: Volume, poses: Poses, seeds: NDArray[np.int64]) -> dict[str, list]:
+def render_samples(
+    spec: TrackSpec, volume: Volume, poses: Poses, seeds: NDArray[np.int64], severity: float = 1.0
+) -> dict[str, list]:
     """Sample columns (PROTOCOL section 4) for ``poses`` in ``volume``, one row per pose.
 
     ``seeds`` (one per pose) drive the histology degradations and are stored in the ``seed``
-    column, so every random draw of a sample is recorded in its row.
+    column, so every random draw of a sample is recorded in its row. ``severity`` < 1 softens
+    them (:func:`~atom_bench.core.degrade.soften_histology`; training curricula only), and the
+    ``deg_*`` columns hold the softened values that were applied.
     """
     rows, cols = pixel_offsets(spec)
     points = geo.slice_points(poses.centers, poses.u, poses.v, rows, cols)
     normals = np.cross(poses.u, poses.v)
     if spec.histology:
-        slices, degradations = _render_histology(volume, points, normals, seeds)
+        slices, degradations = _render_histology(volume, points, normals, seeds, severity)
     else:
         slices = geo.sample_points(volume.data, points, spec.sampling)
         degradations = [NO_DEGRADATION] * len(poses)
@@ -224,11 +228,11 @@ def render_samples(spec: TrackSpec, volume: Volume, poses: Poses, seeds: NDArray
 
 
 def _render_histology(
-    volume: Volume, points: NDArray, normals: NDArray, seeds: NDArray[np.int64]
+    volume: Volume, points: NDArray, normals: NDArray, seeds: NDArray[np.int64], severity: float
 ) -> tuple[NDArray[np.float32], list[dict[str, float]]]:
     slices, degradations = [], []
     for sample_points, normal, seed in zip(points, normals, seeds, strict=True):
-        draw = draw_histology(np.random.default_rng([int(seed), 1]), int(seed))
+        draw = soften_histology(draw_histology(np.random.default_rng([int(seed), 1]), int(seed)), severity)
         offsets = slab_offsets(draw.thickness)
         slab_points = sample_points[None] + offsets[:, None, None, None] * normal
         slab = geo.sample_points(volume.data, slab_points, "linear")

@@ -75,12 +75,23 @@ class SynthSettings:
     # volume the model is given, so the slice's contrast differs from it only by the track's own
     # remap (what the histology splits do with real volumes)
     slice_contrast: str = "independent"
+    # histology only: a curriculum. The track's degradations grow linearly from none (batch 0) to
+    # full strength (batch ``severity_ramp``) by ``soften_histology``; 0 = full from the start.
+    # A matcher trained at full strength from the start learns the slice-free layout and stays
+    # at the prior (PROTOCOL section 10), so its matching must survive while invariance is learnt
+    severity_ramp: int = 0
 
     def __post_init__(self) -> None:
         if self.slice_contrast not in SLICE_CONTRASTS:
             raise ModelError(
                 f"slice_contrast must be one of {', '.join(SLICE_CONTRASTS)}; got {self.slice_contrast!r}", parameters=("slice_contrast",)
             )
+        if isinstance(self.severity_ramp, bool) or not isinstance(self.severity_ramp, int) or self.severity_ramp < 0:
+            raise ModelError(f"severity_ramp must be a whole number of batches >= 0; got {self.severity_ramp!r}", parameters=("severity_ramp",))
+
+    def severity(self, index: int) -> float:
+        """Strength of the histology degradations in batch ``index`` (1 = the track's own)."""
+        return 1.0 if self.severity_ramp == 0 else min(1.0, index / self.severity_ramp)
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain numbers and lists (JSON-able)."""
@@ -271,8 +282,11 @@ class SyntheticSource:
         groups = max(1, min(volumes_per_batch, batch_size))
         self.sizes = [batch_size // groups + (i < batch_size % groups) for i in range(groups)]
 
-    def subject(self, source_id: str, rng: np.random.Generator, count: int) -> SyntheticSubject:
-        """A new subject from training volume ``source_id`` and ``count`` slices of it, drawn from ``rng``."""
+    def subject(self, source_id: str, rng: np.random.Generator, count: int, severity: float = 1.0) -> SyntheticSubject:
+        """A new subject from training volume ``source_id`` and ``count`` slices of it, drawn from ``rng``.
+
+        ``severity`` scales the histology degradations (:meth:`SynthSettings.severity`).
+        """
         second = self.spec.histology and self.settings.slice_contrast == "independent"
         images, mask = synthesize(self.labels[source_id], int(rng.integers(2**63 - 1)), self.settings, 2 if second else 1)
         base = self.volumes[source_id]
@@ -284,7 +298,7 @@ class SyntheticSource:
             cut_from = cube_symmetry(cut_from, permutation, flips) if second else None
         cut_from = volume if cut_from is None else cut_from  # one contrast: the slices come from the volume itself
         poses = sample_poses(self.spec, volume, count, rng)
-        columns = render_samples(self.spec, cut_from, poses, rng.integers(0, 2**31 - 1, size=count))
+        columns = render_samples(self.spec, cut_from, poses, rng.integers(0, 2**31 - 1, size=count), severity)
         return SyntheticSubject(source_id, volume, cut_from, poses, columns)
 
     def draw(self, index: int) -> SyntheticDraw:
@@ -293,7 +307,8 @@ class SyntheticSource:
             raise ValueError(f"batch index must be >= 0; got {index}")
         rng = np.random.default_rng([self.seed, TRACK_NAMES.index(self.track), 2, index])
         ids = list(self.volumes)
-        subjects = tuple(self.subject(ids[rng.integers(len(ids))], rng, count) for count in self.sizes)
+        severity = self.settings.severity(index)
+        subjects = tuple(self.subject(ids[rng.integers(len(ids))], rng, count, severity) for count in self.sizes)
         return SyntheticDraw(index, batch_of_groups([(subject.volume, subject.columns) for subject in subjects]), subjects)
 
     def batch(self, index: int) -> Batch:

@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from atom_bench._io import atomic_path
 from atom_bench.core.labels import N_HIGH, N_LOW
 from atom_bench.errors import ModelError
 from atom_bench.models.batches import (
@@ -78,13 +77,12 @@ from atom_bench.models.weights import (
     describe_training,
     load_weights,
     read_metadata,
-    read_safetensors,
     save_weights,
 )
 
 __all__ = [
-    "CHANCE_HIGH", "CHANCE_LOW", "LOG_COLUMNS", "check_settings", "cube_symmetry", "export_weights", "read_log",
-    "seed_everything", "train", "validate",
+    "CHANCE_HIGH", "CHANCE_LOW", "LOG_COLUMNS", "check_settings", "cube_symmetry", "read_log",
+    "seed_everything", "train", "validate", "validation_hits",
 ]  # fmt: skip
 
 CHANCE_HIGH, CHANCE_LOW = 1 / N_HIGH, 1 / N_LOW
@@ -99,26 +97,35 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def validate(model: SliceLocator, track: str, root: Any = None, batch_size: int = EVAL_BATCH_SIZE, split: str = "validation") -> dict[str, float]:
-    """Top-1 coarse and fine accuracy of ``model.predict`` on a split (eval mode, in order).
+def validation_hits(
+    model: SliceLocator, track: str, root: Any = None, batch_size: int = EVAL_BATCH_SIZE, split: str = "validation"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice top-1 hits ``(coarse, fine)`` of ``model.predict`` on a split, boolean arrays in row order.
 
     The answers come from the evaluation loop (:func:`atom_bench.models.run.iter_predictions`);
-    top-1 is the argmax of each score vector."""
+    top-1 is the argmax of each score vector; the model is scored in eval mode.
+    """
     from atom_bench.data.dataset import AtomSliceDataset
 
     data = AtomSliceDataset(track, split, root)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    hits_high = hits_low = 0
+    high, low = np.zeros(len(data), dtype=bool), np.zeros(len(data), dtype=bool)
     try:
         for rows, prediction in iter_predictions(model, SplitInputs.of(data, track, root), batch_size):
-            hits_high += int((prediction.high_label == data.high[rows]).sum())
-            hits_low += int((prediction.low_label == data.low[rows]).sum())
+            high[rows] = (prediction.high_label == data.high[rows]).numpy()
+            low[rows] = (prediction.low_label == data.low[rows]).numpy()
     finally:
         if was_training:
             model.train()
-    return {"val_top1_high": hits_high / len(data), "val_top1_low": hits_low / len(data)}
+    return high, low
+
+
+def validate(model: SliceLocator, track: str, root: Any = None, batch_size: int = EVAL_BATCH_SIZE, split: str = "validation") -> dict[str, float]:
+    """Top-1 coarse and fine accuracy of ``model.predict`` on a split (:func:`validation_hits`)."""
+    high, low = validation_hits(model, track, root, batch_size, split)
+    return {"val_top1_high": float(high.mean()), "val_top1_low": float(low.mean())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,42 +401,3 @@ def train(
             if dist.rank == 0:
                 run.save_epoch(model, optimizer, progress, seconds, settings.metadata(progress, dist.world, seconds, scores), improved)
         return _summary(run, progress, epochs)
-
-
-def export_weights(
-    model_spec: str,
-    track: str,
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    *,
-    dtype: str = "float16",
-    root: str | os.PathLike[str] | None = None,
-) -> dict[str, float]:
-    """Copy a checkpoint to a shipped weights file for ``track``, stored in ``dtype`` (half the
-    size in float16).
-
-    The weights are rounded to ``dtype``, the validation scores on ``track`` are recomputed with
-    the rounded weights (loaded back into the float32 model, as ``resolve_model(weights=...)``
-    does) and written to the metadata; the run's own scores stay as ``run_val_top1_*``. A
-    checkpoint trained on another track with the same cube (one synthetic-stream run serving
-    easy, hard and histology) keeps that track as ``trained_on_track``.
-    """
-    from safetensors.torch import save_file
-
-    from atom_bench.models.weights import read_metadata
-
-    resolved = resolve_spec(model_spec)
-    model, _ = resolved.build(**track_kwargs(resolved, track, root))
-    cast = getattr(torch, dtype)
-    state = {k: v.to(cast) if v.is_floating_point() else v for k, v in read_safetensors(src).items()}
-    model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
-    scores = validate(model, track, root)
-    meta = read_metadata(src)
-    for key in ("val_top1_high", "val_top1_low"):
-        meta[f"run_{key}"] = meta.get(key, "")
-    if meta.get("track", track) != track:
-        meta["trained_on_track"], meta["track"] = meta["track"], track
-    meta.update({k: str(v) for k, v in scores.items()}, weights_dtype=dtype)
-    with atomic_path(Path(dst)) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
-    return scores

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from atom_bench.core import geometry as geo
 from atom_bench.core import labels
-from atom_bench.core.tracks import pixel_offsets, render_samples
+from atom_bench.core.tracks import TRACKS, pixel_offsets, render_samples
 from atom_bench.data.benchmark import Benchmark
 from atom_bench.errors import ModelError
 from atom_bench.models.synthetic import (
@@ -206,3 +206,18 @@ def test_the_picture_draws_subjects_beside_their_source(tmp_path):
         assert image.format == "PNG" and image.size[1] > image.size[0] / 2  # two rows of four cuts
     with pytest.raises(DataError, match="not a training volume"):
         render_synthetic_subjects(tmp_path / "t.png", "paper", source_id="no_such_volume", count=1)
+
+
+def test_a_severity_ramp_starts_with_clean_cuts_and_reaches_the_track_degradations():
+    settings = SynthSettings(slice_contrast="same", severity_ramp=4)
+    assert [settings.severity(i) for i in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
+    ramped = SyntheticSource("histology", seed=2, settings=settings, **SMALL)
+    full = SyntheticSource("histology", seed=2, settings=SynthSettings(slice_contrast="same"), **SMALL)
+    for subject in ramped.draw(0).subjects:  # severity 0: the clean linear cut of the volume
+        assert set(subject.columns["deg_warp"]) == {0.0}
+        clean = render_samples(TRACKS["hard"], subject.volume, subject.poses, np.asarray(subject.columns["seed"]))["slice"]
+        np.testing.assert_allclose(np.stack(subject.columns["slice"]), np.stack(clean), atol=1e-6)
+    for a, b in zip(ramped.draw(5).subjects, full.draw(5).subjects, strict=True):  # past the ramp: the same stream
+        np.testing.assert_array_equal(np.stack(a.columns["slice"]), np.stack(b.columns["slice"]))
+    with pytest.raises(ModelError, match="severity_ramp must be a whole number"):
+        SynthSettings(severity_ramp=-1)

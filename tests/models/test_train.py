@@ -198,7 +198,7 @@ def test_a_corrupt_training_state_is_a_one_line_error_and_is_kept(tmp_path, cont
 
 
 @pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--lr", "-1"), ("--steps-per-epoch", "-1"), ("--max-minutes", "-1"), ("--batch-size", "0"),
-                                           ("--slice-contrast", "stain")])
+                                           ("--slice-contrast", "stain"), ("--severity-ramp", "-1")])
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, option, value, capsys):
     from atom_bench.cli import main
 
