@@ -224,7 +224,12 @@ class VolumeWindows:
 BACKGROUND = 1e-3
 
 
-BACKGROUND_LEVELS = ("zero", "otsu")
+BACKGROUND_LEVELS = ("zero", "otsu", "floor")
+
+#: ``"floor"``: voxels above ``BACKGROUND`` but below ``AIR_WIDTH`` are a noisy air when they are at
+#: least ``AIR_MASS`` of all voxels above ``BACKGROUND`` (atom-mini's ROBEX T1, DWI and CT head:
+#: 44-61 %; volumes whose air is exactly 0: 4-13 %, the dark end of the tissue and partial volume).
+AIR_WIDTH, AIR_MASS = 0.05, 0.25
 
 
 def otsu_level(volume: Tensor, bins: int = 256) -> float:
@@ -243,6 +248,21 @@ def otsu_level(volume: Tensor, bins: int = 256) -> float:
     return max(BACKGROUND, (int((below * above * gap * gap).argmax()) + 1) / bins)
 
 
+def noise_floor_level(volume: Tensor) -> float:
+    """The top of a noisy air (intensity units, volumes in [0, 1]): the 99th percentile of the
+    voxels in ``(BACKGROUND, AIR_WIDTH)`` when those are at least ``AIR_MASS`` of the voxels above
+    ``BACKGROUND``, else ``BACKGROUND``. Unlike :func:`otsu_level` it leaves a volume whose air is
+    exactly 0 as ``"zero"`` has it, and it never reaches the tissue of atom-mini's volumes (their
+    2nd tissue percentile is 0.22 or more)."""
+    values = volume.reshape(-1)
+    values = values[values > BACKGROUND]
+    air = values[values < AIR_WIDTH].double()
+    if len(values) == 0 or len(air) < AIR_MASS * len(values):
+        return BACKGROUND
+    step = max(1, len(air) >> 24)  # torch.quantile's input limit, as below
+    return max(BACKGROUND, float(torch.quantile(air[::step], 0.99)))
+
+
 def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "zero") -> Tensor:
     """Bin edges ``(n_bins - 1,)`` (volume intensity units) of the correlation ratio's bins:
     the background level, then the inner edges of the tissue bins.
@@ -250,7 +270,9 @@ def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "zero") -
     Bin 0 is the background: values at or below the level, which is ``BACKGROUND`` for
     ``background="zero"`` (the zero padding and empty voxels only) or :func:`otsu_level` for
     ``"otsu"`` (also the noise floor of a scan whose air is not exactly 0: in atom-mini's ROBEX T1
-    and DWI four of the seven tissue bins of ``"zero"`` lie below 0.03, in the air). Bins
+    and DWI four of the seven tissue bins of ``"zero"`` lie below 0.03, in the air; but also the
+    dark tissue of a volume whose air is 0) or :func:`noise_floor_level` for ``"floor"`` (the
+    noisy air only). Bins
     ``1 .. n_bins - 1`` split the voxels above the level at equal-count quantiles of the volume's
     own intensities, so every tissue bin holds about the same number of voxels whatever the
     contrast.
@@ -259,7 +281,7 @@ def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "zero") -
         raise ValueError(f"n_bins must be at least 2, got {n_bins}")
     if background not in BACKGROUND_LEVELS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUND_LEVELS)}, got {background!r}")
-    level = BACKGROUND if background == "zero" else otsu_level(volume)
+    level = {"zero": lambda v: BACKGROUND, "otsu": otsu_level, "floor": noise_floor_level}[background](volume)
     tissue = volume.reshape(-1)
     tissue = tissue[tissue > level].double()
     if len(tissue) == 0 or n_bins == 2:

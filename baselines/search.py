@@ -9,7 +9,8 @@ binned volume intensity, ``eta^2 = 1 - E[Var(y | bin)] / Var(y) = sum_k S_k^2 / 
 volume's bin (monotone or not: the histology track's contrast remaps). Bins
 (:func:`~baselines._search_tools.intensity_bin_edges`): bin 0 is the background (values
 ``<= 1e-3``: the cube's zero padding and everything outside the cube; ``background="otsu"``: at
-or below the volume's Otsu level, which also takes in a noisy air), bins ``1 .. n_bins - 1``
+or below the volume's Otsu level, which also takes in a noisy air and the darkest tissue;
+``"floor"``: at or below the top of a noisy air, found from the share of near-zero voxels), bins ``1 .. n_bins - 1``
 (default 8 bins in all) split the volume's voxels above it at equal-count quantiles, so each
 tissue bin holds about the same number of voxels whatever the modality; the same edges bin the
 reduced cube of the coarse stage and the full-resolution cuts of the refinement. A flat slice
@@ -122,8 +123,8 @@ class PoseSearch(nn.Module):
 
     ``similarity``: ``"ncc"`` or ``"cr"`` (correlation ratio with ``n_bins`` intensity bins, see
     the module docstring; ``coarse_bins``, default ``n_bins``, in the coarse stage, whose reduced
-    slices have fewer pixels to fill the bins; ``background``: ``"zero"`` or ``"otsu"``, the
-    level of bin 0, :func:`~baselines._search_tools.intensity_bin_edges`). Sizes are in voxels
+    slices have fewer pixels to fill the bins; ``background``: ``"zero"``, ``"otsu"`` or ``"floor"``,
+    the level of bin 0, :func:`~baselines._search_tools.intensity_bin_edges`). Sizes are in voxels
     (``coarse_side``, ``axis_side``: cube sides; ``pixel_spacing``: of the slices) or pixels (``min_coarse_pixels``). ``temperature`` defaults
     to the similarity's (``TEMPERATURES``). ``cache_volumes`` and ``cache_bytes`` bound the cache
     of resampled volumes (see the module docstring).
@@ -146,7 +147,7 @@ class PoseSearch(nn.Module):
         similarity: str = "ncc",
         n_bins: int = 8,
         coarse_bins: int | None = None,
-        background: str = "zero",
+        background: str = "floor",
     ) -> None:
         super().__init__()
         if similarity not in SIMILARITIES:
@@ -339,6 +340,9 @@ class PoseSearch(nn.Module):
         )
 
 
+BACKGROUND_WORDS = {"zero": "1e-3", "otsu": "the Otsu level", "floor": "the top of a noisy air"}
+
+
 def _factory(similarity: str, name: str, **kwargs) -> tuple[PoseSearch, ModelMeta]:
     model = PoseSearch(similarity=similarity, **kwargs)
     if similarity == "ncc":
@@ -346,7 +350,7 @@ def _factory(similarity: str, name: str, **kwargs) -> tuple[PoseSearch, ModelMet
     else:
         measure = (
             f"correlation-ratio search (eta^2 of the slice given {model.n_bins} bins of volume intensity:"
-            f" bin 0 background <= {'1e-3' if model.background == 'zero' else 'the Otsu level'},"
+            f" bin 0 background <= {BACKGROUND_WORDS[model.background]},"
             f" {model.n_bins - 1} equal-count quantile bins of the volume's voxels above it)"
         )
     meta = ModelMeta(
@@ -400,7 +404,7 @@ def create_cr(
     top_k: int = 8,
     temperature: float | None = None,
     n_bins: int = 8,
-    background: str = "zero",
+    background: str = "floor",
 ) -> tuple[PoseSearch, ModelMeta]:
     """Factory of the correlation-ratio search: ``(model, meta)``; ``volume_size`` and
     ``slice_shape`` are accepted and ignored."""

@@ -43,6 +43,13 @@ PHASE_4=(  # from the float32 best checkpoints of phase 3's runs
   "matcher-hard3 matcher hard synthetic ce 64 30 0.0003 3 $RUNS/matcher-hard2/best.safetensors - easy hard"
   "matcher-histology3 matcher histology synthetic ce 64 30 0.0005 3 $RUNS/matcher-hard2/best.safetensors --slice-contrast=same histology"
 )
+PHASE_5=(  # from the files phase 4 shipped; the histology run is a curriculum (it did not win: the file stays)
+  "matcher-hard4 matcher hard synthetic ce 64 30 0.0002 4 $WEIGHTS/matcher-hard.safetensors - easy hard"
+  "matcher-histology4 matcher histology synthetic ce 64 30 0.0003 4 $WEIGHTS/matcher-hard.safetensors --slice-contrast=same,--severity-ramp=800 histology"
+)
+PHASE_6=(  # regismcan-match composed again, from the matcher phase 5 shipped
+  "regismcan-match-hard3 regismcan-match hard synthetic asl 64 30 0.0005 5 match - hard"
+)
 
 learned() {  # run model track source loss batch minutes lr seed start options shipped-tracks...
   local run=$1 m=$2 t=$3 source=$4 loss=$5 batch=$6 minutes=$7 lr=$8 seed=$9 start=${10} options=${11} dir="$RUNS/$1" extra=""
@@ -84,6 +91,8 @@ run_all "${PHASE_1[@]}"
 run_all "${PHASE_2[@]}"  # from the weights the first phase shipped
 run_all "${PHASE_3[@]}"
 run_all "${PHASE_4[@]}"
+run_all "${PHASE_5[@]}"
+run_all "${PHASE_6[@]}"
 if [[ -z $ONLY || " $ONLY " == *" prior "* ]]; then
   for t in paper easy hard histology; do  # "training" the prior is counting the train split's labels
     atom-bench train --model prior --track "$t" --out "$RUNS/prior-$t" > "$RUNS/prior-$t.txt" 2>&1

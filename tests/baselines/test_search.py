@@ -24,6 +24,7 @@ from baselines._search_tools import (
     correlation_ratio_rows,
     intensity_bin_edges,
     ncc_rows_torch,
+    noise_floor_level,
 )
 from baselines.search import PoseSearch
 
@@ -225,9 +226,9 @@ def test_bins_split_the_background_off_and_the_tissue_at_equal_counts(mini_cube:
     assert intensity_bin_edges(mini_cube, 2).numel() == 1 and int(bin_index(mini_cube, intensity_bin_edges(mini_cube, 2)).max()) == 1
 
 
-def test_otsu_background_keeps_the_tissue_bins_out_of_a_noisy_air() -> None:
+def test_otsu_and_floor_backgrounds_keep_the_tissue_bins_out_of_a_noisy_air() -> None:
     # a bright ball in air that is not exactly zero (a scan's noise floor): with the "zero" level
-    # most of the tissue bins hold air; the Otsu level puts all of them in the ball
+    # most of the tissue bins hold air; the Otsu level and the noise floor put all of them in the ball
     g = torch.Generator().manual_seed(5)
     axis = torch.arange(32, dtype=torch.float32) - 15.5
     r = (axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2).sqrt()
@@ -236,8 +237,27 @@ def test_otsu_background_keeps_the_tissue_bins_out_of_a_noisy_air() -> None:
     zero, otsu = intensity_bin_edges(cube, 8), intensity_bin_edges(cube, 8, "otsu")
     assert int((zero[1:] < 0.03).sum()) >= 4 and 0.022 <= float(otsu[0]) <= 0.4 and bool((otsu[1:] > 0.4).all())
     assert bool(((bin_index(cube, otsu) == 0) == (r >= 8)).all())
-    with pytest.raises(ModelError, match="background must be one of zero, otsu"):
+    floor = intensity_bin_edges(cube, 8, "floor")
+    assert 0.02 <= float(floor[0]) < 0.4 and bool((floor[1:] > 0.4).all())
+    floor_bins = bin_index(cube, floor)
+    assert bool((floor_bins[r < 8] > 0).all()) and float((floor_bins[r >= 8] == 0).double().mean()) >= 0.98  # its 99th percentile
+    with pytest.raises(ModelError, match="background must be one of zero, otsu, floor"):
         PoseSearch(similarity="cr", background="mean")
+
+
+def test_the_noise_floor_finds_the_noisy_air_of_real_volumes_and_leaves_a_zero_air_alone() -> None:
+    from atom_bench.data.dataset import load_volumes
+
+    for volume_id, volume in load_volumes("hard").items():
+        cube = torch.from_numpy(volume.data)
+        level = noise_floor_level(cube)
+        if float((cube[cube > BACKGROUND] < 0.05).double().mean()) < 0.25:  # air exactly 0: the "zero" bins
+            assert torch.equal(intensity_bin_edges(cube, 8, "floor"), intensity_bin_edges(cube, 8)), volume_id
+        else:  # atom-mini's DWI, ROBEX T1 and CT head: above the air's noise, below the tissue
+            tissue = cube[torch.from_numpy(volume.mask)]
+            assert 0.03 < level < float(torch.quantile(tissue.double(), 0.02)), volume_id
+            zero, floor = intensity_bin_edges(cube, 8), intensity_bin_edges(cube, 8, "floor")
+            assert int((zero[1:] < 0.05).sum()) >= 2 and bool((floor[1:] > 0.05).all()), volume_id  # tissue bins out of the air
 
 
 def test_similarity_and_bins_are_checked_and_the_cr_entry_is_registered() -> None:
