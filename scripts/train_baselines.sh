@@ -47,7 +47,7 @@ PHASE_5=(  # from the files phase 4 shipped; the histology run is a curriculum (
   "matcher-hard4 matcher hard synthetic ce 64 30 0.0002 4 $WEIGHTS/matcher-hard.safetensors - easy hard"
   "matcher-histology4 matcher histology synthetic ce 64 30 0.0003 4 $WEIGHTS/matcher-hard.safetensors --slice-contrast=same,--severity-ramp=800 histology"
 )
-PHASE_6=(  # regismcan-match composed again, from the matcher phase 5 shipped
+PHASE_6=(  # regismcan-match composed again, from the matcher phase 5 shipped (it did not win: the file stays)
   "regismcan-match-hard3 regismcan-match hard synthetic asl 64 30 0.0005 5 match - hard"
 )
 

@@ -62,7 +62,10 @@ NOTES = {
         "(`scripts/warm_start_regismcan_match.py`), then trained as a whole on `hard` for two runs; the `easy` file "
         "continues the second of them on the `easy` stream (axis-aligned poses), which took its easy validation score "
         "from 0.383 to 0.492 (on `hard` validation that checkpoint scores 0.383, below the `hard` file's 0.465). Most "
-        "of what it localises comes from the matching term (compare the `matcher` rows of the leaderboards)."
+        "of what it localises comes from the matching term (compare the `matcher` rows of the leaderboards). Composed "
+        "again from the fourth `hard` matcher (validation 0.555) and trained 30 minutes on `hard` "
+        "(`runs/regismcan-match-hard3`, lr 0.0005, seed 5: from 0.398 to 0.453), it did not win the shipping "
+        "comparison (+4 / -7 of 256 validation slices), so the `hard` file is still the one above."
     ),
     "cnn": (
         "- Retrained on synthetic subjects for atom-mini 1.2: a 30-minute run on the `hard` synthetic stream "

@@ -21,9 +21,9 @@ import torch
 
 from atom_bench._io import atomic_path
 from atom_bench.models.registry import resolve_spec
-from atom_bench.models.run import track_kwargs
+from atom_bench.models.run import build_model, track_kwargs
 from atom_bench.models.train import validate, validation_hits
-from atom_bench.models.weights import load_weights, read_metadata, read_safetensors
+from atom_bench.models.weights import read_metadata, read_safetensors
 
 __all__ = ["Comparison", "compare_weights", "export_weights", "ship"]
 
@@ -90,9 +90,7 @@ class Comparison:
 
 
 def _coarse_hits(model_spec: str, track: str, weights: Path, root: str | os.PathLike[str] | None) -> np.ndarray:
-    resolved = resolve_spec(model_spec)
-    model, _ = resolved.build(**track_kwargs(resolved, track, root))
-    load_weights(model, weights)
+    model, _ = build_model(model_spec, track, weights, root)
     return validation_hits(model, track, root)[0]
 
 
