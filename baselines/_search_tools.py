@@ -263,7 +263,7 @@ def noise_floor_level(volume: Tensor) -> float:
     return max(BACKGROUND, float(torch.quantile(air[::step], 0.99)))
 
 
-def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "zero") -> Tensor:
+def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "floor") -> Tensor:
     """Bin edges ``(n_bins - 1,)`` (volume intensity units) of the correlation ratio's bins:
     the background level, then the inner edges of the tissue bins.
 

@@ -234,7 +234,7 @@ def test_otsu_and_floor_backgrounds_keep_the_tissue_bins_out_of_a_noisy_air() ->
     r = (axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2).sqrt()
     air = 0.002 + 0.02 * torch.rand(32, 32, 32, generator=g)
     cube = torch.where(r < 8, 0.4 + 0.6 * torch.rand(32, 32, 32, generator=g), air)
-    zero, otsu = intensity_bin_edges(cube, 8), intensity_bin_edges(cube, 8, "otsu")
+    zero, otsu = intensity_bin_edges(cube, 8, "zero"), intensity_bin_edges(cube, 8, "otsu")
     assert int((zero[1:] < 0.03).sum()) >= 4 and 0.022 <= float(otsu[0]) <= 0.4 and bool((otsu[1:] > 0.4).all())
     assert bool(((bin_index(cube, otsu) == 0) == (r >= 8)).all())
     floor = intensity_bin_edges(cube, 8, "floor")
@@ -252,11 +252,11 @@ def test_the_noise_floor_finds_the_noisy_air_of_real_volumes_and_leaves_a_zero_a
         cube = torch.from_numpy(volume.data)
         level = noise_floor_level(cube)
         if float((cube[cube > BACKGROUND] < 0.05).double().mean()) < 0.25:  # air exactly 0: the "zero" bins
-            assert torch.equal(intensity_bin_edges(cube, 8, "floor"), intensity_bin_edges(cube, 8)), volume_id
+            assert torch.equal(intensity_bin_edges(cube, 8, "floor"), intensity_bin_edges(cube, 8, "zero")), volume_id
         else:  # atom-mini's DWI, ROBEX T1 and CT head: above the air's noise, below the tissue
             tissue = cube[torch.from_numpy(volume.mask)]
             assert 0.03 < level < float(torch.quantile(tissue.double(), 0.02)), volume_id
-            zero, floor = intensity_bin_edges(cube, 8), intensity_bin_edges(cube, 8, "floor")
+            zero, floor = intensity_bin_edges(cube, 8, "zero"), intensity_bin_edges(cube, 8, "floor")
             assert int((zero[1:] < 0.05).sum()) >= 2 and bool((floor[1:] > 0.05).all()), volume_id  # tissue bins out of the air
 
 
