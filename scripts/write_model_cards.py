@@ -150,8 +150,9 @@ def _previous_sections(path: Path) -> dict[str, dict[str, str]]:
     directories are not part of the repository."""
     if not path.is_file():
         return {}
+    text = path.read_text(encoding="utf-8")
     sections: dict[str, dict[str, str]] = {}
-    for block in path.read_text(encoding="utf-8").split("\n## ")[1:]:
+    for block in text.split("\n## ")[1:]:
         name, *lines = block.splitlines()
         keep = {}
         for line in lines:
@@ -159,6 +160,8 @@ def _previous_sections(path: Path) -> dict[str, dict[str, str]]:
                 if line.startswith(key):
                     keep[key] = line
         sections[name.strip()] = keep
+    for name, wall in re.findall(r"^\| `([^`]+)` \|[^|]*\|[^|]*\| ([^|]+?) \|", text, flags=re.M):  # the summary table's wall time
+        sections.setdefault(name, {})["wall"] = wall
     return sections
 
 
@@ -236,7 +239,7 @@ def main() -> None:
         beats_majority = f"{'yes' if high > maj_high else 'no'} / {'yes' if low > maj_low else 'no'}"
         n_params = _n_params(path)
         if counted:
-            steps, wall = "-", f"{float(rows[-1]['seconds']):.1f}" if rows else "-"
+            steps, wall = "-", f"{float(rows[-1]['seconds']):.1f}" if rows else earlier.get("wall", "-")
             command = f"atom-bench train --model {model} --track {track} --out runs/{model}-{track}"
             how = "label counts of the `train` split (no optimisation)"
         else:
