@@ -47,8 +47,9 @@ PHASE_5=(  # from the files phase 4 shipped; the histology run is a curriculum (
   "matcher-hard4 matcher hard synthetic ce 64 30 0.0002 4 $WEIGHTS/matcher-hard.safetensors - easy hard"
   "matcher-histology4 matcher histology synthetic ce 64 30 0.0003 4 $WEIGHTS/matcher-hard.safetensors --slice-contrast=same,--severity-ramp=800 histology"
 )
-PHASE_6=(  # regismcan-match composed again, from the matcher phase 5 shipped (it did not win: the file stays)
+PHASE_6=(  # regismcan-match composed again from the matcher phase 5 shipped, and the shipped file continued (neither won: the file stays)
   "regismcan-match-hard3 regismcan-match hard synthetic asl 64 30 0.0005 5 match - hard"
+  "regismcan-match-hard4 regismcan-match hard synthetic asl 64 25 0.0002 6 $WEIGHTS/regismcan-match-hard.safetensors - hard"
 )
 
 learned() {  # run model track source loss batch minutes lr seed start options shipped-tracks...

@@ -65,7 +65,8 @@ NOTES = {
         "of what it localises comes from the matching term (compare the `matcher` rows of the leaderboards). Composed "
         "again from the fourth `hard` matcher (validation 0.555) and trained 30 minutes on `hard` "
         "(`runs/regismcan-match-hard3`, lr 0.0005, seed 5: from 0.398 to 0.453), it did not win the shipping "
-        "comparison (+4 / -7 of 256 validation slices), so the `hard` file is still the one above."
+        "comparison (+4 / -7 of 256 validation slices); nor did 25 more minutes of the shipped `hard` file at lr 0.0002 "
+        "(`runs/regismcan-match-hard4`, seed 6: 0.469, +4 / -4), so the `hard` file is still the one above."
     ),
     "cnn": (
         "- Retrained on synthetic subjects for atom-mini 1.2: a 30-minute run on the `hard` synthetic stream "
