@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,8 +225,6 @@ class VolumeWindows:
 BACKGROUND = 1e-3
 
 
-BACKGROUND_LEVELS = ("zero", "otsu", "floor")
-
 #: ``"floor"``: voxels above ``BACKGROUND`` but below ``AIR_WIDTH`` are a noisy air when they are at
 #: least ``AIR_MASS`` of all voxels above ``BACKGROUND`` (atom-mini's ROBEX T1, DWI and CT head:
 #: 44-61 %; volumes whose air is exactly 0: 4-13 %, the dark end of the tissue and partial volume).
@@ -263,6 +262,14 @@ def noise_floor_level(volume: Tensor) -> float:
     return max(BACKGROUND, float(torch.quantile(air[::step], 0.99)))
 
 
+#: The level of bin 0 for each ``background`` of :func:`intensity_bin_edges`.
+BACKGROUND_LEVELS: dict[str, Callable[[Tensor], float]] = {
+    "zero": lambda volume: BACKGROUND,
+    "otsu": otsu_level,
+    "floor": noise_floor_level,
+}
+
+
 def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "floor") -> Tensor:
     """Bin edges ``(n_bins - 1,)`` (volume intensity units) of the correlation ratio's bins:
     the background level, then the inner edges of the tissue bins.
@@ -281,7 +288,7 @@ def intensity_bin_edges(volume: Tensor, n_bins: int, background: str = "floor") 
         raise ValueError(f"n_bins must be at least 2, got {n_bins}")
     if background not in BACKGROUND_LEVELS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUND_LEVELS)}, got {background!r}")
-    level = {"zero": lambda v: BACKGROUND, "otsu": otsu_level, "floor": noise_floor_level}[background](volume)
+    level = BACKGROUND_LEVELS[background](volume)
     tissue = volume.reshape(-1)
     tissue = tissue[tissue > level].double()
     if len(tissue) == 0 or n_bins == 2:

@@ -14,15 +14,14 @@ to ignore come in; one that reads only the layout gives the same number on every
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
-from diagnose_similarity import OFF, STEPS
+from diagnose_similarity import OFF, STEPS, render_with_steps
 from rich.progress import track as progress
 
 from atom_bench.core import geometry
-from atom_bench.core.degrade import apply_histology, draw_histology, slab_offsets
+from atom_bench.core.degrade import draw_histology
 from atom_bench.data.dataset import load_split, load_volumes
 from atom_bench.models.run import build_model
 
@@ -57,9 +56,7 @@ def main() -> None:
         normal = np.cross(sample["u"], sample["v"])
         cube = torch.from_numpy(volume.data).float()[None, None]
         for name, kept in ROWS.items():
-            varied = dataclasses.replace(draw, **{k: x for k, x in OFF.items() if k not in kept})
-            slab = points[None] + slab_offsets(varied.thickness)[:, None, None, None] * normal
-            image = apply_histology(geometry.sample_points(volume.data, slab, "linear"), varied)
+            image = render_with_steps(volume.data, points, normal, draw, kept)
             if name == "all (the track)" and not np.allclose(image, sample["slice"], atol=1e-5):
                 raise SystemExit(f"error: sample {int(index)} does not re-render to its stored slice; is the split from another toolkit version?")
             prediction = model.predict(cube, torch.as_tensor(image)[None, None])

@@ -47,6 +47,14 @@ STEPS = {  # what each row keeps on (the draw's own values); everything else is 
 }
 
 
+def render_with_steps(data: np.ndarray, points: np.ndarray, normal: np.ndarray, draw, kept: tuple[str, ...]) -> np.ndarray:
+    """A sample's slice rendered again from its pose (``points (h, w, 3)`` cube voxels, unit
+    ``normal``) and degradation ``draw`` with only the ``kept`` steps on (the others at ``OFF``)."""
+    varied = dataclasses.replace(draw, **{k: x for k, x in OFF.items() if k not in kept})
+    slab = points[None] + slab_offsets(varied.thickness)[:, None, None, None] * normal
+    return apply_histology(geometry.sample_points(data, slab, "linear"), varied)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=32)
@@ -77,9 +85,7 @@ def main() -> None:
         draw = draw_histology(np.random.default_rng([int(sample["seed"]), 1]), int(sample["seed"]))
         normal = np.cross(sample["u"], sample["v"])
         for name, kept in STEPS.items():
-            varied = dataclasses.replace(draw, **{k: x for k, x in OFF.items() if k not in kept})
-            slab = points[0][None] + slab_offsets(varied.thickness)[:, None, None, None] * normal
-            image = torch.as_tensor(apply_histology(geometry.sample_points(volume.data, slab, "linear"), varied)).reshape(1, -1).double()
+            image = torch.as_tensor(render_with_steps(volume.data, points[0], normal, draw, kept)).reshape(1, -1).double()
             template = (image - image.mean()).expand(n + 1, -1)
             cr = correlation_ratio_rows(bins, template, (template[0] ** 2).sum().expand(n + 1), N_BINS).numpy()
             ncc = ncc_rows_torch(cuts.double(), template, template[0].norm().expand(n + 1)).numpy()

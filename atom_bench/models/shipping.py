@@ -22,7 +22,7 @@ import torch
 from atom_bench._io import atomic_path
 from atom_bench.models.registry import resolve_spec
 from atom_bench.models.run import build_model, track_kwargs
-from atom_bench.models.train import validate, validation_hits
+from atom_bench.models.train import validation_hits
 from atom_bench.models.weights import read_metadata, read_safetensors
 
 __all__ = ["Comparison", "compare_weights", "export_weights", "ship"]
@@ -46,6 +46,19 @@ def export_weights(
     checkpoint trained on another track with the same cube (one synthetic-stream run serving
     easy, hard and histology) keeps that track as ``trained_on_track``.
     """
+    high, low = _export(model_spec, track, src, dst, dtype, root)
+    return _scores(high, low)
+
+
+def _scores(high: np.ndarray, low: np.ndarray) -> dict[str, float]:
+    return {"val_top1_high": float(high.mean()), "val_top1_low": float(low.mean())}
+
+
+def _export(
+    model_spec: str, track: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: str,
+    root: str | os.PathLike[str] | None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`export_weights`, returning the exported file's per-slice validation hits (coarse, fine)."""
     from safetensors.torch import save_file
 
     resolved = resolve_spec(model_spec)
@@ -53,7 +66,8 @@ def export_weights(
     cast = getattr(torch, dtype)
     state = {k: v.to(cast) if v.is_floating_point() else v for k, v in read_safetensors(src).items()}
     model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
-    scores = validate(model, track, root)
+    high, low = validation_hits(model, track, root)
+    scores = _scores(high, low)
     meta = read_metadata(src)
     for key in ("val_top1_high", "val_top1_low"):
         meta[f"run_{key}"] = meta.get(key, "")
@@ -62,7 +76,7 @@ def export_weights(
     meta.update({k: str(v) for k, v in scores.items()}, weights_dtype=dtype)
     with atomic_path(Path(dst)) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
-    return scores
+    return high, low
 
 
 @dataclass(frozen=True)
@@ -99,8 +113,10 @@ def compare_weights(
     *, z: float = 1.0, root: str | os.PathLike[str] | None = None,
 ) -> Comparison:  # fmt: skip
     """Score two weights files of ``model_spec`` on ``track``'s validation split, slice by slice."""
-    new = _coarse_hits(model_spec, track, Path(candidate), root)
-    old = _coarse_hits(model_spec, track, Path(shipped), root)
+    return _paired(_coarse_hits(model_spec, track, Path(candidate), root), _coarse_hits(model_spec, track, Path(shipped), root), z)
+
+
+def _paired(new: np.ndarray, old: np.ndarray, z: float) -> Comparison:
     return Comparison(gained=int((new & ~old).sum()), lost=int((old & ~new).sum()), n=len(new), z=z)
 
 
@@ -119,8 +135,8 @@ def ship(
         return None
     candidate = dst.with_name(f".{dst.stem}.candidate{dst.suffix}")
     try:
-        export_weights(model_spec, track, src, candidate, dtype=dtype, root=root)
-        comparison = compare_weights(model_spec, track, candidate, dst, z=z, root=root)
+        new, _ = _export(model_spec, track, src, candidate, dtype, root)  # validated once, as it is exported
+        comparison = _paired(new, _coarse_hits(model_spec, track, dst, root), z)
         if comparison.replaces:
             os.replace(candidate, dst)
         return comparison
