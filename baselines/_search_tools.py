@@ -21,6 +21,26 @@ _GOLDEN = math.pi * (3.0 - math.sqrt(5.0))
 
 
 # ------------------------------------------------------------------------------------------
+# The coarse stage's resolution
+
+
+def coarse_reduction(size: int, shape: tuple[int, int], coarse_side: int, min_pixels: int) -> tuple[int, tuple[int, int]]:
+    """Cube side and slice shape ``(rows, columns)`` of a family's coarse stage.
+
+    A cube of side ``size`` (voxels) and slices of ``shape`` (pixels) are reduced by one factor,
+    the largest that brings the cube to at most ``coarse_side`` voxels while the slice keeps at
+    least ``min_pixels`` pixels a side, and never below 1 (no enlargement). The reduced cube side
+    is at least 9 (one voxel per fine block) and each slice side at least 2. At ``size`` 64, 16 x 16
+    slices and the defaults (40, 10): a 40^3 cube and 10 x 10 slices.
+    """
+    h, w = shape
+    factor = max(1.0, min(size / coarse_side, min(h, w) / min_pixels))
+    if factor == 1.0:
+        return size, (h, w)
+    return max(9, round(size / factor)), (max(2, round(h / factor)), max(2, round(w / factor)))
+
+
+# ------------------------------------------------------------------------------------------
 # Candidate orientations
 
 

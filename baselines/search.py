@@ -27,8 +27,12 @@ For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 
    that of the slice: at 48 the reduced windows blur the two sides of a near-symmetric head and
    the mirror pose won the coarse stage for about 1 in 10 `easy` slices; 48 for the correlation
    ratio, whose ``n_bins - 1`` correlations per window cost more) or
-   ``coarse_side`` (oblique: 20) voxels, while the slice keeps at least ``min_coarse_pixels``
-   pixels per side. For every orientation, the volume is resampled into the slice frame (one
+   ``coarse_side`` (oblique: 40) voxels, while the slice keeps at least ``min_coarse_pixels``
+   (10) pixels per side: a 64^3 cube with 16 x 16 slices is reduced by 1.6 to 40^3 with 10 x 10
+   slices. (The first defaults, 20 voxels and 6 pixels, reduced it by 2.7 to 24^3 and 6 x 6: on
+   clean `hard` slices the true pose's window then ranked too low to be refined, and every
+   slice the NCC search missed ended at a wrong pose of NCC 0.93 or so, below the true pose's
+   1.0; see ``docs/PROTOCOL.md`` section 9.) For every orientation, the volume is resampled into the slice frame (one
    batched ``grid_sample`` per chunk of ``frame_chunk`` frames: a stack of planes spanned by the
    in-plane axes ``u, v`` at the slice's pixel spacing, one plane per voxel along the normal).
    Every slice-sized window of every plane whose centre is inside the cube is a candidate pose;
@@ -43,7 +47,7 @@ For each (volume, slice) pair, coarse to fine (``method-anchors.md`` sections 3 
    correlated the same way (``S_k``) and box-summed (``n_k``); the last bin's sums follow from
    the others (``sum_k S_k = sum(y) = 0``, ``sum_k n_k`` = the window's pixel count), so
    ``n_bins - 1`` correlations per chunk.
-2. **Refine.** The best ``top_k`` orientations of each family (their best window each) are refined at full
+2. **Refine.** The best ``top_k`` (16) orientations of each family (their best window each) are refined at full
    resolution: first a dense 9 x 9 x 9 grid of centres around the start (step half a coarse
    voxel), then a pattern search over the centre (steps along the three axes) and the
    orientation (small rotations about ``u``, ``v`` and ``n``), halving the steps when no move
@@ -66,7 +70,8 @@ the last volumes are kept in a least-recently-used cache keyed by (volume hash, 
 consecutive batches on the same volumes (the evaluator's batches in split order, the
 volume-swap diagnostic) do not resample again. The cache holds at most ``cache_volumes`` entries
 and ``cache_bytes`` bytes (defaults 8 and 1 GiB; one 64^3 volume with 16 x 16 slices takes about
-140 MB, mostly the resampled planes, so about 7 such volumes). An all-zero volume (the
+530 MB with NCC, mostly the oblique family's float planes, and 200 MB with the correlation ratio,
+whose planes are uint8 bins: 2 or 5 such volumes). An all-zero volume (the
 diagnostic's blank) is not searched: every NCC against it is exactly 0, so the scores are
 uniform and the pose is the cube centre with the axial normal.
 
@@ -102,6 +107,7 @@ from baselines._search_tools import (  # noqa: F401  (fibonacci_hemisphere, cand
     candidate_frames,
     chunk_cr,
     chunk_ncc,
+    coarse_reduction,
     fibonacci_hemisphere,
     fine_labels,
     intensity_bin_edges,
@@ -116,6 +122,12 @@ AXIS_SIDE = 64  # default cube side of the axis views' coarse stage: S = 64 cube
 # the correlation ratio costs n_bins - 1 correlations per window: its axis views stay at 48 (2x
 # cheaper); the poses that need them exact (the easy track) are NCC's
 CR_AXIS_SIDE = 48
+# the oblique family's coarse stage: 16 x 16 slices of a 64^3 cube are searched at 10 x 10 in a
+# 40^3 cube; at 6 x 6 in 24^3 (the first defaults) the true pose's window ranked too low to be
+# refined (hard validation, NCC: 56 % -> about 73 %, 128 slices; PROTOCOL section 9)
+COARSE_SIDE = 40
+MIN_COARSE_PIXELS = 10
+TOP_K = 16  # orientations refined per family (was 8: +3 points on the same slices, 25 % slower)
 
 
 class PoseSearch(nn.Module):
@@ -135,10 +147,10 @@ class PoseSearch(nn.Module):
         pixel_spacing: float = 1.0,
         n_normals: int = 16,
         n_rotations: int = 6,
-        coarse_side: int = 20,
+        coarse_side: int = COARSE_SIDE,
         axis_side: int = AXIS_SIDE,
-        min_coarse_pixels: int = 6,
-        top_k: int = 8,
+        min_coarse_pixels: int = MIN_COARSE_PIXELS,
+        top_k: int = TOP_K,
         temperature: float | None = None,
         max_iterations: int = 60,
         frame_chunk: int = 8,
@@ -201,13 +213,10 @@ class PoseSearch(nn.Module):
         (NCC) or their intensity bins (``edges`` given: correlation ratio)."""
         size = volume.shape[0]
         h, w = shape
-        hc, wc = h, w
-        factor = max(1.0, min(size / coarse_side, min(h, w) / self.min_coarse_pixels))
-        if factor > 1.0:
-            side = max(9, round(size / factor))
-            hc, wc = max(2, round(h / factor)), max(2, round(w / factor))
+        side, (hc, wc) = coarse_reduction(size, shape, coarse_side, self.min_coarse_pixels)
+        if side < size:
             volume = F.adaptive_avg_pool3d(volume[None, None], side)[0, 0]
-            factor = size / side
+        factor = size / side
         spacing = self.pixel_spacing * (h / hc) / factor  # slice pixel spacing in coarse voxels
         chunks = []
         frames = torch.as_tensor(self.frames[frame_ids], dtype=torch.float32)
@@ -358,7 +367,8 @@ def _factory(similarity: str, name: str, **kwargs) -> tuple[PoseSearch, ModelMet
         training_data="none (training-free)",
         notes=(
             f"{measure}: {len(model.frames)} orientations x dense positions (axis views at cube side <= {model.axis_side},"
-            f" oblique at <= {model.coarse_side}), refinement of the top {model.top_k} per family; softmax temperature"
+            f" oblique at <= {model.coarse_side}, slices kept at >= {model.min_coarse_pixels} pixels a side), refinement of the"
+            f" top {model.top_k} per family; softmax temperature"
             f" {model.temperature}; pixel spacing {model.pixel_spacing} voxels"
         ),
     )
@@ -377,9 +387,9 @@ def create_model(
     pixel_spacing: float = 1.0,
     n_normals: int = 16,
     n_rotations: int = 6,
-    coarse_side: int = 20,
+    coarse_side: int = COARSE_SIDE,
     axis_side: int = AXIS_SIDE,
-    top_k: int = 8,
+    top_k: int = TOP_K,
     temperature: float | None = None,
 ) -> tuple[PoseSearch, ModelMeta]:
     """Factory: ``(model, meta)``. ``volume_size`` and ``slice_shape`` are accepted and ignored."""
@@ -399,9 +409,9 @@ def create_cr(
     pixel_spacing: float = 1.0,
     n_normals: int = 16,
     n_rotations: int = 6,
-    coarse_side: int = 20,
+    coarse_side: int = COARSE_SIDE,
     axis_side: int = CR_AXIS_SIDE,
-    top_k: int = 8,
+    top_k: int = TOP_K,
     temperature: float | None = None,
     n_bins: int = 8,
     background: str = "floor",

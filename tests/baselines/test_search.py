@@ -19,6 +19,7 @@ from atom_bench.errors import ModelError
 from atom_bench.models.diagnostics import volume_swap_diagnostic
 from atom_bench.models.registry import get_model, resolve_model
 from baselines._search_tools import (
+    coarse_reduction,
     BACKGROUND,
     bin_index,
     correlation_ratio_rows,
@@ -182,6 +183,31 @@ def test_search_cache_is_bounded_and_reused(anatomical_cube: np.ndarray, monkeyp
     model.cache_bytes = entry.nbytes - 1  # the byte budget also binds: a new entry does not fit
     model.predict(volumes[1:2], slices[1:2])
     assert len(builds) == 5 and len(model._cache) == 0
+
+
+def test_the_default_coarse_stage_of_the_64_cube_tracks_and_the_paper_track() -> None:
+    from baselines.search import COARSE_SIDE, MIN_COARSE_PIXELS
+
+    assert coarse_reduction(64, (16, 16), COARSE_SIDE, MIN_COARSE_PIXELS) == (40, (10, 10))  # easy, hard, histology
+    assert coarse_reduction(20, (4, 4), COARSE_SIDE, MIN_COARSE_PIXELS) == (20, (4, 4))  # paper: not reduced
+    assert coarse_reduction(64, (16, 16), 20, 6) == (24, (6, 6))  # the first defaults: the slice's floor binds
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(9, 160), st.integers(2, 48), st.integers(2, 48), st.integers(9, 96), st.integers(2, 24))
+def test_coarse_reduction_never_enlarges_and_keeps_the_bounds(size: int, h: int, w: int, coarse_side: int, min_pixels: int) -> None:
+    side, (hc, wc) = coarse_reduction(size, (h, w), coarse_side, min_pixels)
+    assert 9 <= side <= size or side == size  # never enlarged; at least one voxel per fine block
+    assert 2 <= hc <= h or hc == h
+    assert 2 <= wc <= w or wc == w
+    if side < size:
+        factor = size / side
+        # the cube reaches the target side unless the slice's floor stops it first
+        assert side <= coarse_side + 1 or min(h, w) / factor <= min_pixels + 1
+        # one factor for cube and slice (up to rounding to whole voxels and pixels)
+        assert abs(hc - h / factor) <= 1 + h / size and abs(wc - w / factor) <= 1 + w / size
+    else:
+        assert (hc, wc) == (h, w)
 
 
 # ------------------------------------------------------------------------------------------
