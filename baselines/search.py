@@ -124,7 +124,7 @@ AXIS_SIDE = 64  # default cube side of the axis views' coarse stage: S = 64 cube
 CR_AXIS_SIDE = 48
 # the oblique family's coarse stage: 16 x 16 slices of a 64^3 cube are searched at 10 x 10 in a
 # 40^3 cube; at 6 x 6 in 24^3 (the first defaults) the true pose's window ranked too low to be
-# refined (hard validation, NCC: 56 % -> about 73 %, 128 slices; PROTOCOL section 9)
+# refined (hard validation, NCC: 55.9 -> 76.2 %; PROTOCOL section 9)
 COARSE_SIDE = 40
 MIN_COARSE_PIXELS = 10
 TOP_K = 16  # orientations refined per family (was 8: +3 points on the same slices, 25 % slower)

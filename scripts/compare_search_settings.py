@@ -15,6 +15,7 @@ search (the true pose was never refined), not of the similarity.
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 
 import numpy as np
@@ -27,18 +28,14 @@ from baselines.search import PoseSearch
 
 
 def parse_setting(text: str) -> dict[str, object]:
-    """``"a=1,b='cr'"`` -> ``{"a": 1, "b": "cr"}`` (numbers as numbers, anything else as text)."""
+    """``"a=1,b='cr'"`` -> ``{"a": 1, "b": "cr"}`` (Python literals as such, anything else as text)."""
     setting: dict[str, object] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
-        value = value.strip().strip("'\"")
         try:
-            setting[key.strip()] = int(value)
-        except ValueError:
-            try:
-                setting[key.strip()] = float(value)
-            except ValueError:
-                setting[key.strip()] = value
+            setting[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            setting[key.strip()] = value.strip()
     return setting
 
 
