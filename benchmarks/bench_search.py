@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_COARSE = {"coarse_side": 20, "min_coarse_pixels": 6, "top_k": 8}  # the first defaults: oblique at 24^3, 6 x 6
+# the first defaults: oblique at 24^3, 6 x 6, 16 normals x 6 rotations
+FIRST_COARSE = {"coarse_side": 20, "min_coarse_pixels": 6, "top_k": 8, "n_normals": 16, "n_rotations": 6}
 CONFIGS = (
-    ("search (NCC, defaults: axis views at 64, oblique at 40^3, top 16)", "ncc", {}),
-    ("search (NCC, first defaults: oblique at 24^3, top 8)", "ncc", FIRST_COARSE),
+    ("search (NCC, defaults: axis views at 64, oblique 32 x 12 orientations at 40^3, top 16)", "ncc", {}),
+    ("search (NCC, oblique 16 x 6 orientations, the grid before)", "ncc", {"n_normals": 16, "n_rotations": 6}),
+    ("search (NCC, first defaults: oblique 16 x 6 at 24^3, top 8)", "ncc", FIRST_COARSE),
     ("search (NCC, axis views at 48)", "ncc", {"axis_side": 48}),
-    ("search-cr (defaults: 8 bins, axis views at 48, oblique at 40^3, top 16)", "cr", {}),
-    ("search-cr (first defaults: oblique at 24^3, top 8)", "cr", FIRST_COARSE),
+    ("search-cr (defaults: 8 bins, axis views at 48, oblique 16 x 6 at 40^3, top 16)", "cr", {}),
+    ("search-cr (first defaults: oblique 16 x 6 at 24^3, top 8)", "cr", FIRST_COARSE),
 )
 
 

@@ -193,6 +193,20 @@ def test_the_default_coarse_stage_of_the_64_cube_tracks_and_the_paper_track() ->
     assert coarse_reduction(64, (16, 16), 20, 6) == (24, (6, 6))  # the first defaults: the slice's floor binds
 
 
+def test_each_similarity_has_its_own_orientation_grid_and_an_explicit_grid_wins() -> None:
+    from baselines.search import ORIENTATION_GRIDS, PoseSearch
+
+    # 24 axis-view frames, then normals x rotations x 2 normal signs
+    for similarity, (normals, rotations) in ORIENTATION_GRIDS.items():
+        model = PoseSearch(similarity=similarity)
+        assert (model.n_normals, model.n_rotations) == (normals, rotations)
+        assert len(model.frames) == 24 + 2 * normals * rotations
+    assert len(PoseSearch(similarity="ncc", n_normals=4, n_rotations=3).frames) == 24 + 24
+    assert len(PoseSearch(similarity="ncc", n_normals=0).frames) == 24
+    _, meta = resolve_model("search")
+    assert "32 normals x 12 in-plane rotations" in meta.notes
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(9, 160), st.integers(2, 48), st.integers(2, 48), st.integers(9, 96), st.integers(2, 24))
 def test_coarse_reduction_never_enlarges_and_keeps_the_bounds(size: int, h: int, w: int, coarse_side: int, min_pixels: int) -> None:
