@@ -72,7 +72,7 @@ volume-swap diagnostic) do not resample again. The cache holds at most ``cache_v
 and ``cache_bytes`` bytes (defaults 8 and 4 GiB; one 64^3 volume with 16 x 16 slices takes about
 1.6 GiB with NCC's 792 orientations, mostly the oblique family's float planes, and 190 MiB with
 the correlation ratio's 216, whose planes are uint8 bins: 2 or 8 such volumes; building an NCC
-entry takes about 30 s on one core, as long as searching 25 slices, so the cache matters). An all-zero volume (the
+entry takes about 30 s on one core, as long as searching 10 slices, so the cache matters). An all-zero volume (the
 diagnostic's blank) is not searched: every NCC against it is exactly 0, so the scores are
 uniform and the pose is the cube centre with the axial normal.
 
