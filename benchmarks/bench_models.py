@@ -226,6 +226,7 @@ def main() -> None:
     if args.write:
         sys.path.insert(0, str(ROOT))
         from benchmarks._report import update_section
+        from baselines import search
 
         body = (
             f"CPU only, {args.threads} torch thread(s) per run, each configuration in its own process; peak memory is the "
@@ -238,8 +239,12 @@ def main() -> None:
             "A batch is slices of one volume, as in evaluation (the learned baselines' 3D stem encodes each distinct "
             "volume of a batch once). slices/s = batch / best wall time of `predict` over the repeats; *first batch* "
             "is the first timed call after a warm-up on another volume. The search is training-free: per distinct "
-            "volume it resamples the candidate planes once (dense NCC over orientations at a cube side of at most 20 "
-            "for the oblique ones, 64 for the axis views with NCC, 48 with the correlation ratio) and keeps them in a bounded cache, so the first batch on a "
+            "volume it resamples the candidate planes once (dense over orientations: the oblique family, "
+            f"{search.ORIENTATION_GRIDS['ncc'][0]} normals x {search.ORIENTATION_GRIDS['ncc'][1]} in-plane rotations "
+            f"with NCC and {search.ORIENTATION_GRIDS['cr'][0]} x {search.ORIENTATION_GRIDS['cr'][1]} with the "
+            f"correlation ratio, at a cube side of at most {search.COARSE_SIDE}; the axis views at "
+            f"{search.AXIS_SIDE} with NCC, {search.CR_AXIS_SIDE} with the correlation ratio) and keeps them in a "
+            "bounded cache, so the first batch on a "
             "volume pays for the resampling and later batches only for the correlation and the per-slice "
             "refinement.\n\n"
             f"{inference_table}\n\n"
