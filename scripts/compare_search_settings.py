@@ -46,9 +46,10 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--setting", action="append", default=None, help="PoseSearch keyword arguments; repeat to compare ('' = the defaults)")
+    parser.add_argument("--root", default=None, help="benchmark directory (default: the embedded atom-mini)")
     args = parser.parse_args()
-    data = load_split(args.track, args.split).with_format("numpy")
-    volumes = load_volumes(args.track)
+    data = load_split(args.track, args.split, args.root).with_format("numpy")
+    volumes = load_volumes(args.track, args.root)
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.slices, len(data)), replace=False))
     by_volume: dict[str, list[int]] = {}
     for index in chosen.tolist():

@@ -6,9 +6,17 @@ its true pose with the correlation ratio (8 bins, as ``search-cr``) and with NCC
 ``--poses`` random poses of the same volume (centres in the tissue, uniformly random
 orientations) whose coarse block is another one, the table gives the mean similarity at the true
 pose and the mean fraction of those wrong poses that score at least as high. A similarity the
-search can use has a fraction near 0: the search visits millions of poses.
+search can use has a fraction near 0: the search visits millions of poses. The masked
+correlation ratio leaves out the slice's empty pixels (values <= 0.05: holes, crops, tears).
+
+``--slice-size`` and ``--pixel-spacing`` (voxels) render every slice, and every wrong pose, at
+another size than the stored one (the pose's centre and frame and the degradation draw are
+kept): does a larger section, or a finer one, keep the true pose on top? The warp's standard
+deviation is in pixels, the shrinkage a fraction of the side, the holes' radii a fraction of
+the side (section 5.1), so a finer pixel makes the warp smaller in voxels.
 
     .venv/bin/python scripts/diagnose_similarity.py [--slices 32] [--poses 8000] [--seed 0]
+        [--slice-size 16] [--pixel-spacing 1.0]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from scipy import ndimage
 from rich.progress import track as progress
 
 from atom_bench.core import geometry
@@ -55,17 +64,36 @@ def render_with_steps(data: np.ndarray, points: np.ndarray, normal: np.ndarray, 
     return apply_histology(geometry.sample_points(data, slab, "linear"), varied)
 
 
+def warp_field_statistics(side: int, draws: int = 400) -> tuple[float, float]:
+    """Per unit of ``deg_warp``: the standard deviation of the mean displacement (a translation,
+    pixels) and the mean displacement gradient (local strain, pixels per pixel) of the field
+    that :func:`atom_bench.core.degrade.warp_and_shrink` draws for a ``side x side`` slice."""
+    translation, strain = [], []
+    for seed in range(draws):
+        field = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((side, side)), side / 4, mode="wrap")
+        field /= field.std()
+        translation.append(field.mean())
+        strain.append(np.hypot(*np.gradient(field)).mean())
+    return float(np.std(translation)), float(np.mean(strain))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument("--poses", type=int, default=8000, help="random wrong poses per slice")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slice-size", type=int, default=None, help="slice side in pixels (default: the stored slices')")
+    parser.add_argument("--pixel-spacing", type=float, default=1.0, help="pixel spacing in cube voxels")
+    parser.add_argument("--rows", nargs="*", default=None, help="only these rows of the table (by name prefix)")
+    parser.add_argument("--root", default=None, help="benchmark directory (default: the embedded atom-mini)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    data = load_split("histology", "test_unseen").with_format("numpy")
-    volumes = load_volumes("histology")
-    offsets = geometry.centered_offsets(int(data[0]["slice"].shape[0]), 1.0)
-    rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in STEPS}
+    data = load_split("histology", "test_unseen", args.root).with_format("numpy")
+    volumes = load_volumes("histology", args.root)
+    side = args.slice_size or int(data[0]["slice"].shape[0])
+    offsets = geometry.centered_offsets(side, args.pixel_spacing)
+    steps = {name: kept for name, kept in STEPS.items() if not args.rows or any(name.startswith(r) for r in args.rows)}
+    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in steps}
     for index in progress(rng.choice(len(data), args.slices, replace=False), description="slices"):
         sample = data[int(index)]
         volume = volumes[sample["volume_id"]]
@@ -84,18 +112,33 @@ def main() -> None:
         wrong = (fine_labels(torch.as_tensor(centers), volume.data.shape[0]) // 27 != fine_labels(torch.as_tensor(centers[:1]), volume.data.shape[0]) // 27).numpy()
         draw = draw_histology(np.random.default_rng([int(sample["seed"]), 1]), int(sample["seed"]))
         normal = np.cross(sample["u"], sample["v"])
-        for name, kept in STEPS.items():
+        for name, kept in steps.items():
             image = torch.as_tensor(render_with_steps(volume.data, points[0], normal, draw, kept)).reshape(1, -1).double()
             template = (image - image.mean()).expand(n + 1, -1)
             cr = correlation_ratio_rows(bins, template, (template[0] ** 2).sum().expand(n + 1), N_BINS).numpy()
             ncc = ncc_rows_torch(cuts.double(), template, template[0].norm().expand(n + 1)).numpy()
-            rows[name].append((cr[0], float(np.mean(cr[wrong] >= cr[0])), ncc[0], float(np.mean(ncc[wrong] >= ncc[0]))))
-    print(f"{args.slices} histology test_unseen slices, {args.poses} random poses each, seed {args.seed}\n")
-    print("| degradations on | CR at the true pose | wrong poses with CR >= it | NCC at the true pose | wrong poses with NCC >= it |")
-    print("|---|---|---|---|---|")
+            tissue_pixels = image[0] > 0.05
+            kept_image = image[:, tissue_pixels]
+            masked = (kept_image - kept_image.mean()).expand(n + 1, -1)
+            mcr = correlation_ratio_rows(bins[:, tissue_pixels], masked, (masked[0] ** 2).sum().expand(n + 1), N_BINS).numpy()
+            rows[name].append(
+                (cr[0], float(np.mean(cr[wrong] >= cr[0])), mcr[0], float(np.mean(mcr[wrong] >= mcr[0])), ncc[0], float(np.mean(ncc[wrong] >= ncc[0])))
+            )
+    print(
+        f"{args.slices} histology test_unseen slices rendered at {side} x {side} pixels spaced {args.pixel_spacing:g} voxels, "
+        f"{args.poses} random poses each, seed {args.seed}"
+    )
+    translation, strain = warp_field_statistics(side)
+    print(f"warp field per unit of deg_warp: translation std {translation:.2f} px, mean strain {strain:.3f} px/px\n")
+    print(
+        "| degradations on | CR at the true pose | wrong poses with CR >= it | masked CR | wrong poses with masked CR >= it "
+        "| slices none of whose wrong poses reach the masked CR | NCC at the true pose | wrong poses with NCC >= it |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, values in rows.items():
         m = np.mean(values, axis=0)
-        print(f"| {name} | {m[0]:.3f} | {100 * m[1]:.2f} % | {m[2]:.3f} | {100 * m[3]:.2f} % |")
+        on_top = np.mean(np.asarray(values)[:, 3] == 0)
+        print(f"| {name} | {m[0]:.3f} | {100 * m[1]:.2f} % | {m[2]:.3f} | {100 * m[3]:.2f} % | {100 * on_top:.0f} % | {m[4]:.3f} | {100 * m[5]:.2f} % |")
 
 
 if __name__ == "__main__":
