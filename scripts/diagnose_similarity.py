@@ -30,11 +30,10 @@ import dataclasses
 
 import numpy as np
 import torch
-from scipy import ndimage
 from rich.progress import track as progress
 
 from atom_bench.core import geometry
-from atom_bench.core.degrade import apply_histology, draw_histology, slab_offsets
+from atom_bench.core.degrade import apply_histology, draw_histology, slab_offsets, warp_displacement
 from atom_bench.data.dataset import load_split, load_volumes
 from baselines._search_tools import (
     bin_index,
@@ -68,21 +67,25 @@ def render_with_steps(data: np.ndarray, points: np.ndarray, normal: np.ndarray, 
     return apply_histology(geometry.sample_points(data, slab, "linear"), varied)
 
 
-def warp_field_statistics(side: int, draws: int = 400) -> tuple[float, float]:
+def warp_field_statistics(side: int, draws: int = 2000) -> tuple[float, float]:
     """Per unit of ``deg_warp``: the standard deviation of the mean displacement (a translation,
     pixels) and the mean displacement gradient (local strain, pixels per pixel) of the field
-    that :func:`atom_bench.core.degrade.warp_and_shrink` draws for a ``side x side`` slice."""
-    translation, strain = [], []
-    for seed in range(draws):
-        field = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((side, side)), side / 4, mode="wrap")
-        field /= field.std()
-        translation.append(field.mean())
-        strain.append(np.hypot(*np.gradient(field)).mean())
-    return float(np.std(translation)), float(np.mean(strain))
+    that :func:`atom_bench.core.degrade.warp_displacement` draws for a ``side x side`` slice
+    (``draws`` seeds, both axes)."""
+    fields = [f for seed in range(draws) for f in warp_displacement((side, side), 1.0, np.random.default_rng(seed))]
+    return float(np.std([f.mean() for f in fields])), float(np.mean([np.hypot(*np.gradient(f)).mean() for f in fields]))
+
+
+def masked_template(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tissue pixels of ``image (P,)`` (values > 0.05: not holes, crops, tears or the border a
+    shrinkage empties) and their values less their mean, the masked correlation ratio's template."""
+    tissue_pixels = image > 0.05
+    kept = image[tissue_pixels]
+    return tissue_pixels, kept - kept.mean()
 
 
 FIT_SCALES = (1.0, 0.95, 0.9, 0.85)  # the shrinkage's range, U(0.85, 1)
-FIT_SHIFTS = range(-3, 4)  # pixels along u and v: the warp's translation (about 2.2 warp px, warp <= 1.5)
+FIT_SHIFTS = range(-3, 4)  # pixels along u and v: the warp's translation (about 2.1 warp px, warp <= 1.5)
 
 
 def fitted_masked_cr(cube: torch.Tensor, edges: torch.Tensor, centers: np.ndarray, u: np.ndarray, v: np.ndarray,
@@ -91,9 +94,7 @@ def fitted_masked_cr(cube: torch.Tensor, edges: torch.Tensor, centers: np.ndarra
     scale (``FIT_SCALES``: the cut's offsets divided by the slice's shrinkage) and shift
     (``FIT_SHIFTS``, pixels of ``spacing`` voxels along ``u`` and ``v``), ``(N,)``: every pose, the
     true one and the wrong ones alike, gets the same fit."""
-    tissue_pixels = image > 0.05
-    kept = image[tissue_pixels]
-    template = kept - kept.mean()
+    tissue_pixels, template = masked_template(image)
     template_sq = (template**2).sum()
     variants = [(scale, dr * spacing, dc * spacing) for scale in FIT_SCALES for dr in FIT_SHIFTS for dc in FIT_SHIFTS]
     best = np.full(len(centers), -1.0)
@@ -150,10 +151,8 @@ def main() -> None:
             template = (image - image.mean()).expand(n + 1, -1)
             cr = correlation_ratio_rows(bins, template, (template[0] ** 2).sum().expand(n + 1), N_BINS).numpy()
             ncc = ncc_rows_torch(cuts.double(), template, template[0].norm().expand(n + 1)).numpy()
-            tissue_pixels = image[0] > 0.05
-            kept_image = image[:, tissue_pixels]
-            masked = (kept_image - kept_image.mean()).expand(n + 1, -1)
-            mcr = correlation_ratio_rows(bins[:, tissue_pixels], masked, (masked[0] ** 2).sum().expand(n + 1), N_BINS).numpy()
+            tissue_pixels, masked = masked_template(image[0])
+            mcr = correlation_ratio_rows(bins[:, tissue_pixels], masked.expand(n + 1, -1), (masked**2).sum().expand(n + 1), N_BINS).numpy()
             row = (cr[0], float(np.mean(cr[wrong] >= cr[0])), mcr[0], float(np.mean(mcr[wrong] >= mcr[0])), ncc[0], float(np.mean(ncc[wrong] >= ncc[0])))
             if args.fit:
                 fit = fitted_masked_cr(cube, edges, centers, u, v, offsets, args.pixel_spacing, image[0])

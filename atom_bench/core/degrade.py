@@ -136,17 +136,26 @@ def bias_field(shape: tuple[int, int], strength: float, rng: np.random.Generator
     return np.exp(strength * log_field / peak) if peak > 0 else np.ones(shape)
 
 
+def warp_displacement(shape: tuple[int, int], warp: float, rng: np.random.Generator) -> list[NDArray]:
+    """The elastic warp's displacement along rows and columns (pixels), each ``(h, w)``: white
+    noise smoothed by a Gaussian of ``max(h, w) / 4`` pixels (wrapped) and scaled to standard
+    deviation ``warp``. At that smoothing little is left but the mean (a translation) and the
+    longest wave, so the local strain shrinks as the side grows."""
+    smooth = max(shape) / 4
+    fields = []
+    for _ in range(2):
+        field = ndimage.gaussian_filter(rng.standard_normal(shape), smooth, mode="wrap")
+        std = field.std()
+        fields.append(field / std * warp if std > 0 else field)
+    return fields
+
+
 def warp_and_shrink(image: NDArray, warp: float, shrink: float, rng: np.random.Generator) -> NDArray:
     """Resample ``image`` under a smooth random displacement (std ``warp`` px) and a scale ``shrink``."""
     h, w = image.shape
     rows, cols = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij")
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
-    smooth = max(h, w) / 4
-    fields = []
-    for _ in range(2):
-        field = ndimage.gaussian_filter(rng.standard_normal((h, w)), smooth, mode="wrap")
-        std = field.std()
-        fields.append(field / std * warp if std > 0 else field)
+    fields = warp_displacement((h, w), warp, rng)
     src_rows = centre[0] + (rows - centre[0]) / shrink + fields[0]
     src_cols = centre[1] + (cols - centre[1]) / shrink + fields[1]
     return ndimage.map_coordinates(image, [src_rows, src_cols], order=1, mode="constant", cval=0.0)
