@@ -15,23 +15,31 @@ kept): does a larger section, or a finer one, keep the true pose on top? The war
 deviation is in pixels, the shrinkage a fraction of the side, the holes' radii a fraction of
 the side (section 5.1), so a finer pixel makes the warp smaller in voxels.
 
+``--picture PATH`` draws the first ``--picture-slices`` slices as each row renders them (masked
+correlation ratio at the true pose above each), and beside them the clean cut of the wrong pose
+whose masked ratio against the last row's slice is highest: what the search finds instead.
+
 ``--fit`` adds the masked correlation ratio of every pose (the true one and the wrong ones
 alike) at its best in-plane scale (0.85 to 1, the shrinkage) and shift (+-3 pixels, the warp's
 translation): would a search that fits them keep the true pose on top?
 
     .venv/bin/python scripts/diagnose_similarity.py [--slices 32] [--poses 8000] [--seed 0]
         [--slice-size 16] [--pixel-spacing 1.0] [--rows NAME ...] [--fit] [--root DIR]
+        [--picture docs/images/histology_similarity.png] [--picture-slices 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import track as progress
 
+from atom_bench._io import atomic_path
 from atom_bench.core import geometry
 from atom_bench.core.degrade import apply_histology, draw_histology, slab_offsets, warp_displacement
 from atom_bench.data.dataset import load_split, load_volumes
@@ -46,6 +54,7 @@ from baselines._search_tools import (
 
 N_BINS = 8
 OFF = {"thickness": 0.0, "gamma": 1.0, "wave_amp": 0.0, "bias": 0.0, "warp": 0.0, "shrink": 1.0, "tear": 0.0, "holes": 0.0, "crop": 1.0, "noise": 0.0}
+TRACK_ROW = "all (the track)"
 STEPS = {  # what each row keeps on (the draw's own values); everything else is turned off
     "none (clean slab-free cut)": (),
     "remap": ("gamma", "wave_amp"),
@@ -55,8 +64,20 @@ STEPS = {  # what each row keeps on (the draw's own values); everything else is 
     "remap + shrink": ("gamma", "wave_amp", "shrink"),
     "remap + warp": ("gamma", "wave_amp", "warp"),
     "remap + warp + shrink": ("gamma", "wave_amp", "warp", "shrink"),
-    "all (the track)": tuple(OFF),
+    TRACK_ROW: tuple(OFF),
 }
+LEAVE_ONE_OUT = {  # the steps of section 5.1 (a draw's fields) that each "all but" row turns off
+    "the remap": ("gamma", "wave_amp"),
+    "the slab": ("thickness",),
+    "the bias": ("bias",),
+    "the warp": ("warp",),
+    "the shrinkage": ("shrink",),
+    "holes, crop and tear": ("holes", "crop", "tear"),
+    "the noise": ("noise",),
+    "the warp and the shrinkage": ("warp", "shrink"),
+}
+PICTURED = tuple(STEPS)  # the picture's columns: the steps added one by one, not the "all but" rows
+STEPS.update({f"all but {name}": tuple(k for k in OFF if k not in off) for name, off in LEAVE_ONE_OUT.items()})
 
 
 def render_with_steps(data: np.ndarray, points: np.ndarray, normal: np.ndarray, draw, kept: tuple[str, ...]) -> np.ndarray:
@@ -110,6 +131,31 @@ def fitted_masked_cr(cube: torch.Tensor, edges: torch.Tensor, centers: np.ndarra
     return best
 
 
+def draw_picture(out: Path, panels: list[list[tuple[np.ndarray, str]]], columns: list[str]) -> Path:
+    """A PNG grid: one row per slice, one ``(image (h, w) in [0, 1], caption)`` panel per column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(1.45 * len(columns), 1.6 * len(panels) + 0.6), squeeze=False)
+    for r, row in enumerate(panels):
+        for c, (image, caption) in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlabel(caption, fontsize=7)
+            if r == 0:
+                ax.set_title("\n".join(textwrap.wrap(columns[c], 15)), fontsize=7)
+    fig.suptitle("histology test_unseen slices by degradation step (masked CR at the true pose) and the best wrong pose", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=32)
@@ -120,6 +166,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", default=None, help="only these rows of the table (by name prefix)")
     parser.add_argument("--fit", action="store_true", help="also score every pose at its best in-plane scale and shift (masked CR)")
     parser.add_argument("--root", default=None, help="benchmark directory (default: the embedded atom-mini)")
+    parser.add_argument("--picture", type=Path, default=None, help="also draw the first slices as each row renders them (PNG)")
+    parser.add_argument("--picture-slices", type=int, default=4, help="slices in the picture")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     data = load_split("histology", "test_unseen", args.root).with_format("numpy")
@@ -127,7 +175,10 @@ def main() -> None:
     side = args.slice_size or int(data[0]["slice"].shape[0])
     offsets = geometry.centered_offsets(side, args.pixel_spacing)
     steps = {name: kept for name, kept in STEPS.items() if not args.rows or any(name.startswith(r) for r in args.rows)}
+    if args.picture is not None and TRACK_ROW not in steps:
+        parser.error(f"--picture draws the best wrong pose of the row {TRACK_ROW!r}: add 'all (' to --rows")
     rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in steps}
+    panels: list[list[tuple[np.ndarray, str]]] = []
     for index in progress(rng.choice(len(data), args.slices, replace=False), description="slices"):
         sample = data[int(index)]
         volume = volumes[sample["volume_id"]]
@@ -146,6 +197,9 @@ def main() -> None:
         wrong = (fine_labels(torch.as_tensor(centers), volume.data.shape[0]) // 27 != fine_labels(torch.as_tensor(centers[:1]), volume.data.shape[0]) // 27).numpy()
         draw = draw_histology(np.random.default_rng([int(sample["seed"]), 1]), int(sample["seed"]))
         normal = np.cross(sample["u"], sample["v"])
+        drawn = args.picture is not None and len(panels) < args.picture_slices
+        if drawn:
+            panels.append([])
         for name, kept in steps.items():
             image = torch.as_tensor(render_with_steps(volume.data, points[0], normal, draw, kept)).reshape(1, -1).double()
             template = (image - image.mean()).expand(n + 1, -1)
@@ -158,6 +212,13 @@ def main() -> None:
                 fit = fitted_masked_cr(cube, edges, centers, u, v, offsets, args.pixel_spacing, image[0])
                 row += (fit[0], float(np.mean(fit[wrong] >= fit[0])))
             rows[name].append(row)
+            if drawn and name in PICTURED:
+                panels[-1].append((image[0].reshape(side, side).numpy(), f"{mcr[0]:.2f}"))
+            if drawn and name == TRACK_ROW:
+                best = int(np.argmax(np.where(wrong, mcr, -np.inf)))
+                best_wrong = (cuts[best].reshape(side, side).numpy(), f"{mcr[best]:.2f}")
+        if drawn:
+            panels[-1].append(best_wrong)
     print(
         f"{args.slices} histology test_unseen slices rendered at {side} x {side} pixels spaced {args.pixel_spacing:g} voxels, "
         f"{args.poses} random poses each, seed {args.seed}"
@@ -177,6 +238,9 @@ def main() -> None:
         if args.fit:
             line += f" {m[6]:.3f} | {100 * m[7]:.2f} % | {100 * np.mean(table[:, 7] == 0):.0f} % |"
         print(line)
+    if args.picture is not None:
+        columns = [name for name in steps if name in PICTURED] + ["best wrong pose (clean cut)"]
+        print(f"\npicture: {draw_picture(args.picture, panels, columns)}")
 
 
 if __name__ == "__main__":
