@@ -62,6 +62,7 @@ from baselines._blocks import LearnedLocator, check_inputs, consecutive_runs
 from baselines._weights import shipped
 
 TRACKS = ("easy", "hard", "histology")  # the tracks it is meant to ship weights for
+RINGS_TRACKS: tuple[str, ...] = ()  # matcher-rings: none shipped yet
 POOL_FROM = 36  # cube sides from which the descriptor grid is half the cube's resolution
 _EPS = 1e-2  # spread floor (volumes are in [0, 1]): a near-constant volume must not blow up its slices
 
@@ -164,24 +165,57 @@ def dihedral_views(slices: Tensor) -> Tensor:
     return torch.stack([torch.rot90(f, k, dims=(-2, -1)) for f in flips for k in range(4)])
 
 
+RING_EDGES = (0.65, 0.92)  # ring radii (fractions of the map's half-side) giving about equal thirds of a square map
+
+
+def ring_masks(h: int, w: int, edges: tuple[float, ...] = RING_EDGES) -> Tensor:
+    """Averaging weights ``(len(edges) + 1, h * w)`` of concentric rings about a map's centre.
+
+    Pixel ``(r, c)`` lies at ``d = max-normalised distance`` from the centre ``((h - 1) / 2,
+    (w - 1) / 2)`` in units of the half-sides; ring ``j`` holds the pixels with
+    ``edges[j - 1] <= d < edges[j]`` (the last ring: everything beyond the last edge, the map's
+    corners). With the default edges each ring covers about a third of a square map. Rows sum to
+    1; a ring with no pixel (maps of 2 x 2 and smaller) has all-zero weights. The rings map onto
+    themselves under the 8 symmetries of a square map.
+    """
+    rows = (torch.arange(h, dtype=torch.float32) - (h - 1) / 2) / max(h / 2, 1)
+    cols = (torch.arange(w, dtype=torch.float32) - (w - 1) / 2) / max(w / 2, 1)
+    d = torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2).flatten()
+    bounds = (0.0, *edges, math.inf)
+    masks = torch.stack([((d >= lo) & (d < hi)).float() for lo, hi in zip(bounds[:-1], bounds[1:])])
+    return masks / masks.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
 class SliceEmbedding(nn.Module):
     """Unit embeddings ``(B, C)`` of two-channel slices ``(B, 2, h, w)``, invariant to their
-    in-plane symmetries (averaged over :func:`dihedral_views`)."""
+    in-plane symmetries (averaged over :func:`dihedral_views`).
 
-    def __init__(self, dim: int, width: int = 32) -> None:
+    The feature map is pooled globally (mean and max) and, with ``rings`` > 0, also averaged over
+    concentric rings about the slice centre (:func:`ring_masks`): global pooling keeps which
+    patterns the slice shows but not where; ring means keep how far from the centre (the pose's
+    position) they are, and are still invariant to in-plane rotation.
+    """
+
+    def __init__(self, dim: int, width: int = 32, rings: bool = False) -> None:
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv2d(2, width // 2, 3, padding=1), nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
         )  # fmt: skip
-        self.mlp = nn.Sequential(nn.Linear(2 * width, 2 * width), nn.GELU(), nn.Linear(2 * width, dim))
+        self.rings = bool(rings)
+        pooled = (2 + (len(RING_EDGES) + 1 if self.rings else 0)) * width
+        self.mlp = nn.Sequential(nn.Linear(pooled, 2 * width), nn.GELU(), nn.Linear(2 * width, dim))
 
     def forward(self, slices: Tensor) -> Tensor:
         views = dihedral_views(slices)
         n, b = views.shape[:2]
         x = self.convs(views.flatten(0, 1))
-        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1).reshape(n, b, -1).mean(dim=0)
+        parts = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3))]
+        if self.rings:
+            masks = ring_masks(*x.shape[-2:]).to(x)
+            parts.append((x.flatten(2) @ masks.T).flatten(1))  # (N, width * rings), channel-major
+        pooled = torch.cat(parts, dim=1).reshape(n, b, -1).mean(dim=0)
         return F.normalize(self.mlp(pooled), dim=1, eps=1e-6)
 
 
@@ -189,11 +223,12 @@ class DescriptorMatcher(LearnedLocator):
     """Scores each candidate position by the cosine of its volume descriptor and the slice embedding."""
 
     def __init__(
-        self, dim: int = 32, volume_width: int = 16, slice_width: int = 32, temperature: float = 10.0, volume_prior: bool = False
+        self, dim: int = 32, volume_width: int = 16, slice_width: int = 32, temperature: float = 10.0, volume_prior: bool = False,
+        rings: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         self.volume_features = VolumeFeatures(dim, volume_width)
-        self.slice_embedding = SliceEmbedding(dim, slice_width)
+        self.slice_embedding = SliceEmbedding(dim, slice_width, rings)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
         # optional: a slice-independent score read from each position's descriptor ("slices are
         # cut here in volumes like this"); still constant on a constant volume, but not a comparison
@@ -250,3 +285,49 @@ def create_model(
         notes="cosine of per-position 3D descriptors and a D4-pooled slice embedding; log-mean-exp per block",
     )
     return model, meta
+
+
+@register_model(
+    "matcher-rings",
+    description="the matcher with a slice embedding that also pools its features over three rings about the slice centre",
+    capabilities=Capabilities(trainable=True, uses_volume=True),
+    licence="MIT",
+    reference="localisation-notes.md section 5 (dense descriptor matching)",
+    weights=shipped("matcher-rings", RINGS_TRACKS),
+)
+def create_rings(
+    volume_size: int | None = None,
+    slice_shape: tuple[int, int] | None = None,
+    dim: int = 32,
+    volume_width: int = 16,
+    slice_width: int = 32,
+    temperature: float = 10.0,
+) -> tuple[DescriptorMatcher, ModelMeta]:
+    """Factory: ``(model, meta)`` of the matcher whose slice embedding adds ring means
+    (:func:`ring_masks`) to its global mean and max. Warm-started from a trained matcher by
+    :func:`widen_to_rings`, it starts as exactly that matcher."""
+    model = DescriptorMatcher(dim, volume_width, slice_width, temperature, rings=True)
+    meta = ModelMeta(
+        name="matcher-rings",
+        n_parameters=count_parameters(model),
+        training_data="untrained",
+        notes="the matcher, with the slice features also averaged over 3 concentric rings (rotation invariant, keeps distance from the centre)",
+    )
+    return model, meta
+
+
+def widen_to_rings(state: dict[str, Tensor], width: int = 32) -> dict[str, Tensor]:
+    """A ``matcher`` state dict as a ``matcher-rings`` one that computes the same function.
+
+    Every tensor is copied; the first layer of the slice MLP gains zero columns for the ring
+    means, so the rings contribute nothing until training moves them. ``width``: the slice
+    network's width (``slice_width``).
+    """
+    key = "slice_embedding.mlp.0.weight"
+    widened = dict(state)
+    old = state[key]
+    if old.shape[1] != 2 * width:
+        raise ValueError(f"{key} has {old.shape[1]} inputs; a matcher of slice width {width} has {2 * width}")
+    extra = old.new_zeros(old.shape[0], (len(RING_EDGES) + 1) * width)
+    widened[key] = torch.cat([old, extra], dim=1)
+    return widened

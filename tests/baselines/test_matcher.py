@@ -166,3 +166,62 @@ def test_loss_falls_in_a_short_real_training_run(tmp_path) -> None:
     assert summary["finished"] and len(losses) == 3
     assert losses[-1] < losses[0] - 0.05
     assert losses[0] < np.log(27) + np.log(729) + 0.5  # starts near uniform, as the log-mean-exp promises
+
+
+# -- matcher-rings ---------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 12))
+def test_ring_masks_are_averages_that_cover_the_map_once(h: int, w: int) -> None:
+    masks = matcher.ring_masks(h, w)
+    assert masks.shape == (len(matcher.RING_EDGES) + 1, h * w)
+    members = masks > 0
+    assert bool((members.sum(dim=0) == 1).all())  # every pixel in exactly one ring
+    for ring, inside in zip(masks, members):
+        if inside.any():
+            assert float(ring.sum()) == pytest.approx(1.0) and bool((ring[inside] == ring[inside][0]).all())
+
+
+@settings(max_examples=20, deadline=None)
+@given(side=st.integers(1, 12))
+def test_rings_of_a_square_map_map_onto_themselves_under_its_symmetries(side: int) -> None:
+    masks = matcher.ring_masks(side, side).reshape(-1, side, side)
+    for view in matcher.dihedral_views(masks[None]):  # (1, rings, side, side) per symmetry
+        assert torch.equal(view[0], masks)
+
+
+def test_ring_masks_split_the_8_by_8_map_of_a_16_pixel_slice_into_near_thirds() -> None:
+    assert (matcher.ring_masks(8, 8) > 0).sum(dim=1).tolist() == [24, 20, 20]
+
+
+def test_widened_matcher_weights_compute_the_same_scores_and_the_rings_then_count() -> None:
+    torch.manual_seed(0)
+    plain, _ = matcher.create_model()
+    rings, meta = matcher.create_rings()
+    rings.load_state_dict(matcher.widen_to_rings(plain.state_dict()))
+    volumes, slices, _ = _real_batch("hard", 2)
+    with torch.no_grad():
+        before = plain.position_scores(volumes, slices)
+        torch.testing.assert_close(rings.position_scores(volumes, slices), before, rtol=0, atol=1e-5)
+        rings.slice_embedding.mlp[0].weight[:, 64:] = 0.1  # the ring inputs now change the embedding
+        assert not torch.allclose(rings.position_scores(volumes, slices), before, atol=1e-3)
+    assert meta.n_parameters == count_params(plain) + 64 * 96
+    with pytest.raises(ValueError, match="inputs"):
+        matcher.widen_to_rings(rings.state_dict())  # already widened
+
+
+def test_matcher_rings_reads_only_the_volume_and_is_rotation_invariant() -> None:
+    torch.manual_seed(0)
+    model, _ = matcher.create_rings()
+    model.eval()
+    volumes, slices, _ = _real_batch("hard", 2)
+    blank = model.predict(torch.zeros_like(volumes), slices).low_scores
+    assert float((blank.max(dim=1).values - blank.min(dim=1).values).max()) < 1e-4
+    with torch.no_grad():
+        turned = model.position_scores(volumes, torch.rot90(slices, 1, dims=(-2, -1)).flip(-1))
+        torch.testing.assert_close(turned, model.position_scores(volumes, slices), rtol=1e-4, atol=1e-4)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
