@@ -276,6 +276,7 @@ def train(
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-time budget; the run stops, scored and saved, when it runs out.")] = None,
     slice_contrast: Annotated[str, typer.Option(help="Synthetic source on histology: independent (a second contrast of the subject) or same (the volume itself; only the track's remap differs).")] = "independent",
     severity_ramp: Annotated[int, typer.Option(help="Synthetic source on histology: batches over which the track's degradations grow from none to full strength (0: full from the start).")] = 0,
+    severity_mix: Annotated[bool, typer.Option(metavar="", help="Synthetic source on histology: each subject's slices at a severity drawn from U(0, 1), so batches mix near-clean and degraded cuts.")] = False,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Warm start: a .safetensors file of the same model to start from (recorded in the weights).")] = None,
     root: RootOpt = None,
 ) -> None:
@@ -290,7 +291,7 @@ def train(
 
     check_settings(model, source, loss, volumes_per_batch, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                    lr=lr, max_minutes=max_minutes)  # fail before the progress bar starts
-    synthetic = SynthSettings(slice_contrast=slice_contrast, severity_ramp=severity_ramp)
+    synthetic = SynthSettings(slice_contrast=slice_contrast, severity_ramp=severity_ramp, severity_mix=severity_mix)
     out = out or Path("runs") / f"{model.replace(':', '-').replace('/', '-')}-{track}"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with _progress() as progress:

@@ -62,7 +62,6 @@ from baselines._blocks import LearnedLocator, check_inputs, consecutive_runs
 from baselines._weights import shipped
 
 TRACKS = ("easy", "hard", "histology")  # the tracks it is meant to ship weights for
-RINGS_TRACKS: tuple[str, ...] = ()  # matcher-rings: none shipped yet
 POOL_FROM = 36  # cube sides from which the descriptor grid is half the cube's resolution
 _EPS = 1e-2  # spread floor (volumes are in [0, 1]): a near-constant volume must not blow up its slices
 
@@ -287,14 +286,6 @@ def create_model(
     return model, meta
 
 
-@register_model(
-    "matcher-rings",
-    description="the matcher with a slice embedding that also pools its features over three rings about the slice centre",
-    capabilities=Capabilities(trainable=True, uses_volume=True),
-    licence="MIT",
-    reference="localisation-notes.md section 5 (dense descriptor matching)",
-    weights=shipped("matcher-rings", RINGS_TRACKS),
-)
 def create_rings(
     volume_size: int | None = None,
     slice_shape: tuple[int, int] | None = None,
@@ -305,7 +296,12 @@ def create_rings(
 ) -> tuple[DescriptorMatcher, ModelMeta]:
     """Factory: ``(model, meta)`` of the matcher whose slice embedding adds ring means
     (:func:`ring_masks`) to its global mean and max. Warm-started from a trained matcher by
-    :func:`widen_to_rings`, it starts as exactly that matcher."""
+    :func:`widen_to_rings`, it starts as exactly that matcher.
+
+    An experiment, not a registered baseline (name it ``baselines.matcher:create_rings``): 30
+    minutes on the ``hard`` synthetic stream from the shipped ``hard`` matcher did not beat that
+    matcher on validation in a paired comparison (``docs/PROTOCOL.md`` section 9, *matcher*).
+    """
     model = DescriptorMatcher(dim, volume_width, slice_width, temperature, rings=True)
     meta = ModelMeta(
         name="matcher-rings",

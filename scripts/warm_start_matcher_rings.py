@@ -3,7 +3,7 @@ ring inputs of the slice MLP at zero, so the start computes exactly the matcher'
 
     python scripts/warm_start_matcher_rings.py --matcher baselines/weights/matcher-hard.safetensors \\
         --out runs/matcher-rings-hard-init.safetensors
-    atom-bench train --model matcher-rings --track hard --init-from runs/matcher-rings-hard-init.safetensors ...
+    atom-bench train --model baselines.matcher:create_rings --track hard --init-from runs/matcher-rings-hard-init.safetensors ...
 
 The file's metadata repeats the matcher's training record, as
 ``scripts/warm_start_regismcan_match.py`` does, so the trained weights' ``training_data`` says

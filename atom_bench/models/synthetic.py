@@ -80,6 +80,9 @@ class SynthSettings:
     # A matcher trained at full strength from the start learns the slice-free layout and stays
     # at the prior (PROTOCOL section 10), so its matching must survive while invariance is learnt
     severity_ramp: int = 0
+    # histology only: each subject's slices at a severity drawn from U(0, 1) (times the ramp's),
+    # so every batch mixes near-clean cuts, which keep the matching alive, with degraded ones
+    severity_mix: bool = False
 
     def __post_init__(self) -> None:
         if self.slice_contrast not in SLICE_CONTRASTS:
@@ -308,7 +311,10 @@ class SyntheticSource:
         rng = np.random.default_rng([self.seed, TRACK_NAMES.index(self.track), 2, index])
         ids = list(self.volumes)
         severity = self.settings.severity(index)
-        subjects = tuple(self.subject(ids[rng.integers(len(ids))], rng, count, severity) for count in self.sizes)
+        subjects = tuple(
+            self.subject(ids[rng.integers(len(ids))], rng, count, severity * float(rng.uniform()) if self.settings.severity_mix else severity)
+            for count in self.sizes
+        )
         return SyntheticDraw(index, batch_of_groups([(subject.volume, subject.columns) for subject in subjects]), subjects)
 
     def batch(self, index: int) -> Batch:

@@ -221,3 +221,18 @@ def test_a_severity_ramp_starts_with_clean_cuts_and_reaches_the_track_degradatio
         np.testing.assert_array_equal(np.stack(a.columns["slice"]), np.stack(b.columns["slice"]))
     with pytest.raises(ModelError, match="severity_ramp must be a whole number"):
         SynthSettings(severity_ramp=-1)
+
+
+def test_a_severity_mix_softens_each_subject_by_its_own_recorded_draw():
+    mixed = SyntheticSource("histology", seed=3, settings=SynthSettings(slice_contrast="same", severity_mix=True), **SMALL)
+    again = SyntheticSource("histology", seed=3, settings=SynthSettings(slice_contrast="same", severity_mix=True), **SMALL)
+    shrinks = []
+    for subject, twin in zip(mixed.draw(1).subjects, again.draw(1).subjects, strict=True):
+        np.testing.assert_array_equal(np.stack(subject.columns["slice"]), np.stack(twin.columns["slice"]))  # seeded
+        warp, shrink = np.asarray(subject.columns["deg_warp"]), np.asarray(subject.columns["deg_shrink"])
+        assert ((0.0 <= warp) & (warp <= 1.5)).all() and ((0.85 <= shrink) & (shrink <= 1.0)).all()
+        shrinks.append(float(np.mean(1.0 - shrink)))
+    assert len(set(shrinks)) == len(shrinks)  # one severity per subject, not one per batch
+    full = SyntheticSource("histology", seed=3, settings=SynthSettings(slice_contrast="same"), **SMALL)
+    full_shrink = np.concatenate([1.0 - np.asarray(s.columns["deg_shrink"]) for s in full.draw(1).subjects])
+    assert np.mean(shrinks) < full_shrink.mean()  # softened on average (full strength: U(0, 0.15))
