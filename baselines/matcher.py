@@ -47,6 +47,7 @@ backward, batch 64 = 4 volumes x 16 slices, S = 64, one thread, median of 5) too
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import numpy as np
@@ -181,7 +182,7 @@ def ring_masks(h: int, w: int, edges: tuple[float, ...] = RING_EDGES) -> Tensor:
     cols = (torch.arange(w, dtype=torch.float32) - (w - 1) / 2) / max(w / 2, 1)
     d = torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2).flatten()
     bounds = (0.0, *edges, math.inf)
-    masks = torch.stack([((d >= lo) & (d < hi)).float() for lo, hi in zip(bounds[:-1], bounds[1:])])
+    masks = torch.stack([((d >= lo) & (d < hi)).float() for lo, hi in itertools.pairwise(bounds)])
     return masks / masks.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from diagnose_block_calibration import aggregations  # noqa: E402
+from diagnose_block_calibration import aggregations
 
 
 def test_a_block_that_stands_out_for_its_slice_wins_every_aggregation() -> None:
