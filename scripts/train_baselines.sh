@@ -51,12 +51,21 @@ PHASE_6=(  # regismcan-match composed again from the matcher phase 5 shipped, an
   "regismcan-match-hard3 regismcan-match hard synthetic asl 64 30 0.0005 5 match - hard"
   "regismcan-match-hard4 regismcan-match hard synthetic asl 64 25 0.0002 6 $WEIGHTS/regismcan-match-hard.safetensors - hard"
 )
+PHASE_7=(  # experiments from the shipped hard matcher (neither won; PROTOCOL section 9): the matcher widened with
+  # ring means ("rings": scripts/warm_start_matcher_rings.py; not registered, so nothing to ship), and a
+  # histology run whose subjects each draw their degradations' strength from U(0, 1)
+  "matcher-rings-hard baselines.matcher:create_rings hard synthetic ce 64 30 0.0003 7 rings -"
+  "matcher-histology-mix matcher histology synthetic ce 64 30 0.0003 8 $WEIGHTS/matcher-hard.safetensors --slice-contrast=same,--severity-mix histology"
+)
 
 learned() {  # run model track source loss batch minutes lr seed start options shipped-tracks...
   local run=$1 m=$2 t=$3 source=$4 loss=$5 batch=$6 minutes=$7 lr=$8 seed=$9 start=${10} options=${11} dir="$RUNS/$1" extra=""
   shift 11
   mkdir -p "$dir"
-  if [[ $start == match ]]; then
+  if [[ $start == rings ]]; then
+    python scripts/warm_start_matcher_rings.py --matcher "$WEIGHTS/matcher-$t.safetensors" --out "$RUNS/$run-init.safetensors"
+    extra=" --init-from $RUNS/$run-init.safetensors"
+  elif [[ $start == match ]]; then
     python scripts/warm_start_regismcan_match.py --matcher "$WEIGHTS/matcher-$t.safetensors" --out "$RUNS/$run-init.safetensors" --seed "$seed"
     extra=" --init-from $RUNS/$run-init.safetensors"
   elif [[ $start != - ]]; then
@@ -94,6 +103,7 @@ run_all "${PHASE_3[@]}"
 run_all "${PHASE_4[@]}"
 run_all "${PHASE_5[@]}"
 run_all "${PHASE_6[@]}"
+run_all "${PHASE_7[@]}"
 if [[ -z $ONLY || " $ONLY " == *" prior "* ]]; then
   for t in paper easy hard histology; do  # "training" the prior is counting the train split's labels
     atom-bench train --model prior --track "$t" --out "$RUNS/prior-$t" > "$RUNS/prior-$t.txt" 2>&1
