@@ -49,6 +49,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,8 +173,8 @@ RING_EDGES = (0.65, 0.92)  # ring radii (fractions of the map's half-side) givin
 def ring_masks(h: int, w: int, edges: tuple[float, ...] = RING_EDGES) -> Tensor:
     """Averaging weights ``(len(edges) + 1, h * w)`` of concentric rings about a map's centre.
 
-    Pixel ``(r, c)`` lies at ``d = max-normalised distance`` from the centre ``((h - 1) / 2,
-    (w - 1) / 2)`` in units of the half-sides; ring ``j`` holds the pixels with
+    Pixel ``(r, c)`` lies at distance ``d`` from the centre ``((h - 1) / 2, (w - 1) / 2)``, each
+    axis measured in units of its half-side (``h / 2``, ``w / 2``); ring ``j`` holds the pixels with
     ``edges[j - 1] <= d < edges[j]`` (the last ring: everything beyond the last edge, the map's
     corners). With the default edges each ring covers about a third of a square map. Rows sum to
     1; a ring with no pixel (maps of 2 x 2 and smaller) has all-zero weights. The rings map onto
@@ -190,7 +192,7 @@ class SliceEmbedding(nn.Module):
     """Unit embeddings ``(B, C)`` of two-channel slices ``(B, 2, h, w)``, invariant to their
     in-plane symmetries (averaged over :func:`dihedral_views`).
 
-    The feature map is pooled globally (mean and max) and, with ``rings`` > 0, also averaged over
+    The feature map is pooled globally (mean and max) and, with ``rings``, also averaged over
     concentric rings about the slice centre (:func:`ring_masks`): global pooling keeps which
     patterns the slice shows but not where; ring means keep how far from the centre (the pose's
     position) they are, and are still invariant to in-plane rotation.
@@ -273,11 +275,13 @@ def create_model(
     slice_width: int = 32,
     temperature: float = 10.0,
     volume_prior: bool = False,
+    rings: bool = False,
 ) -> tuple[DescriptorMatcher, ModelMeta]:
     """Factory: ``(model, meta)``; the weights are the same for every cube and slice size.
     ``volume_prior`` adds a slice-independent score per position read from the volume (off: every
-    score is then a comparison of slice and volume)."""
-    model = DescriptorMatcher(dim, volume_width, slice_width, temperature, volume_prior)
+    score is then a comparison of slice and volume); ``rings`` adds ring means to the slice
+    embedding (:class:`SliceEmbedding`; the experiment :func:`create_rings`)."""
+    model = DescriptorMatcher(dim, volume_width, slice_width, temperature, volume_prior, rings)
     meta = ModelMeta(
         name="matcher",
         n_parameters=count_parameters(model),
@@ -288,43 +292,34 @@ def create_model(
 
 
 def create_rings(
-    volume_size: int | None = None,
-    slice_shape: tuple[int, int] | None = None,
-    dim: int = 32,
-    volume_width: int = 16,
-    slice_width: int = 32,
-    temperature: float = 10.0,
+    volume_size: int | None = None, slice_shape: tuple[int, int] | None = None, **options: Any
 ) -> tuple[DescriptorMatcher, ModelMeta]:
     """Factory: ``(model, meta)`` of the matcher whose slice embedding adds ring means
-    (:func:`ring_masks`) to its global mean and max. Warm-started from a trained matcher by
-    :func:`widen_to_rings`, it starts as exactly that matcher.
+    (:func:`ring_masks`) to its global mean and max (``options``: those of :func:`create_model`).
+    Warm-started from a trained matcher by :func:`widen_to_rings`, it starts as exactly that matcher.
 
     An experiment, not a registered baseline (name it ``baselines.matcher:create_rings``): 30
     minutes on the ``hard`` synthetic stream from the shipped ``hard`` matcher did not beat that
     matcher on validation in a paired comparison (``docs/PROTOCOL.md`` section 9, *matcher*).
     """
-    model = DescriptorMatcher(dim, volume_width, slice_width, temperature, rings=True)
-    meta = ModelMeta(
-        name="matcher-rings",
-        n_parameters=count_parameters(model),
-        training_data="untrained",
-        notes="the matcher, with the slice features also averaged over 3 concentric rings (rotation invariant, keeps distance from the centre)",
-    )
-    return model, meta
+    model, meta = create_model(volume_size, slice_shape, rings=True, **options)
+    notes = "the matcher, with the slice features also averaged over 3 concentric rings (rotation invariant, keeps distance from the centre)"
+    return model, replace(meta, name="matcher-rings", notes=notes)
 
 
-def widen_to_rings(state: dict[str, Tensor], width: int = 32) -> dict[str, Tensor]:
+def widen_to_rings(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A ``matcher`` state dict as a ``matcher-rings`` one that computes the same function.
 
     Every tensor is copied; the first layer of the slice MLP gains zero columns for the ring
-    means, so the rings contribute nothing until training moves them. ``width``: the slice
-    network's width (``slice_width``).
+    means, so the rings contribute nothing until training moves them.
+
+    Raises:
+        ValueError: the state is not a plain matcher's (e.g. already widened).
     """
     key = "slice_embedding.mlp.0.weight"
-    widened = dict(state)
+    width = state["slice_embedding.convs.2.weight"].shape[0]  # the slice network's width
     old = state[key]
     if old.shape[1] != 2 * width:
         raise ValueError(f"{key} has {old.shape[1]} inputs; a matcher of slice width {width} has {2 * width}")
     extra = old.new_zeros(old.shape[0], (len(RING_EDGES) + 1) * width)
-    widened[key] = torch.cat([old, extra], dim=1)
-    return widened
+    return {**state, key: torch.cat([old, extra], dim=1)}

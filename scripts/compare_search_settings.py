@@ -39,6 +39,16 @@ def parse_setting(text: str) -> dict[str, object]:
     return setting
 
 
+def seeded_samples_by_volume(data, count: int, seed: int) -> dict[str, list[int]]:
+    """Row indices of ``count`` samples of a split (all if fewer) drawn with ``seed``, in row
+    order and grouped by volume id (a search resamples each volume once)."""
+    chosen = np.sort(np.random.default_rng(seed).choice(len(data), min(count, len(data)), replace=False))
+    by_volume: dict[str, list[int]] = {}
+    for index in chosen.tolist():
+        by_volume.setdefault(str(data[index]["volume_id"]), []).append(index)
+    return by_volume
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--track", default="hard")
@@ -50,11 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     data = load_split(args.track, args.split, args.root).with_format("numpy")
     volumes = load_volumes(args.track, args.root)
-    chosen = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.slices, len(data)), replace=False))
-    by_volume: dict[str, list[int]] = {}
-    for index in chosen.tolist():
-        by_volume.setdefault(str(data[index]["volume_id"]), []).append(index)
-    print(f"{args.track} {args.split}: {len(chosen)} slices, seed {args.seed}\n")
+    by_volume = seeded_samples_by_volume(data, args.slices, args.seed)
+    print(f"{args.track} {args.split}: {sum(map(len, by_volume.values()))} slices, seed {args.seed}\n")
     print("| setting | coarse top-1 | best similarity, found (median) | best similarity, missed (median) | seconds |")
     print("|---|---|---|---|---|")
     for text in args.setting or [""]:

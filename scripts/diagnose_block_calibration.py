@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 import torch
+from compare_search_settings import seeded_samples_by_volume
 from rich.progress import track as progress
 
 from atom_bench.core.labels import N_HIGH, N_LOW
@@ -75,10 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_split(args.track, args.split).with_format("numpy")
     volumes = load_volumes(args.track)
-    chosen = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.slices, len(data)), replace=False))
-    by_volume: dict[str, list[int]] = {}
-    for index in chosen.tolist():
-        by_volume.setdefault(str(data[index]["volume_id"]), []).append(index)
+    by_volume = seeded_samples_by_volume(data, args.slices, args.seed)
     search = PoseSearch(similarity="cr")
     hits: dict[str, list[np.ndarray]] = {}
     for volume_id, members in progress(list(by_volume.items()), description="coarse stage per volume"):

@@ -13,12 +13,11 @@ what the start had seen.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
-from warm_start_regismcan_match import RECORD
+from warm_start_regismcan_match import inherited_record
 
-from atom_bench.models.weights import read_metadata, read_safetensors, save_weights
+from atom_bench.models.weights import read_safetensors, save_weights
 from baselines.matcher import create_rings, widen_to_rings
 
 
@@ -30,10 +29,7 @@ def main() -> None:
     model, _ = create_rings()
     state = {key: value.float() for key, value in read_safetensors(args.matcher).items()}
     model.load_state_dict(widen_to_rings(state), strict=True)
-    source = read_metadata(args.matcher)
-    meta = {key: source[key] for key in RECORD if key in source}
-    digest = hashlib.sha256(args.matcher.read_bytes()).hexdigest()
-    meta["composed"] = f"every tensor from {args.matcher.name} (sha256 {digest}), the ring inputs of the slice MLP at zero"
+    meta = inherited_record(args.matcher, f"every tensor from {args.matcher.name} (sha256 {{sha256}}), the ring inputs of the slice MLP at zero")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, args.out, metadata=meta)
     print(f"wrote {args.out}")

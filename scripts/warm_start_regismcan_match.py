@@ -26,6 +26,15 @@ RECORD = (  # a warm-started matcher keeps its own start (init_from) in the reco
 )
 
 
+def inherited_record(start: Path, composed: str) -> dict[str, str]:
+    """The metadata of a warm start built from the weights file ``start``: its training record
+    (``RECORD``) and ``composed``, a sentence saying how (``{sha256}`` in it: the file's digest)."""
+    source = read_metadata(start)
+    meta = {key: source[key] for key in RECORD if key in source}
+    meta["composed"] = composed.format(sha256=hashlib.sha256(start.read_bytes()).hexdigest())
+    return meta
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--matcher", type=Path, required=True, help="trained matcher weights (.safetensors)")
@@ -35,12 +44,7 @@ def main() -> None:
     seed_everything(args.seed)
     model, _ = create_match()
     model.matcher.load_state_dict(read_safetensors(args.matcher), strict=True)
-    source = read_metadata(args.matcher)
-    meta = {key: source[key] for key in RECORD if key in source}
-    meta["composed"] = (
-        f"matcher.* from {args.matcher.name} (sha256 {hashlib.sha256(args.matcher.read_bytes()).hexdigest()}),"
-        f" the rest at seed {args.seed}"
-    )
+    meta = inherited_record(args.matcher, f"matcher.* from {args.matcher.name} (sha256 {{sha256}}), the rest at seed {args.seed}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, args.out, metadata=meta)
     print(f"wrote {args.out}")
